@@ -1,0 +1,192 @@
+//! The gates a candidate goes through, and the `Evaluator` trait the search talks to.
+//!
+//! Gates, in order, failing fast: compile (registers, shared memory, spills), correctness
+//! (against a reference on fresh random inputs), performance (median and p90 of many timed
+//! launches). An evaluator answers every candidate with an [`Evaluation`]; failures of the
+//! candidate are outcomes, not errors. [`EvalError`] is kept for failures of the evaluator
+//! itself (a landscape that cannot be read, a GPU that vanished), which end the run.
+
+pub mod replay;
+
+use serde::{Deserialize, Serialize};
+
+use crate::candidate::Candidate;
+use crate::insight::Profile;
+use crate::task::Shape;
+
+/// How far a candidate got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Passed every gate and was timed.
+    Ok,
+    CompileError,
+    Incorrect,
+    RuntimeError,
+    Timeout,
+    /// The evaluator has no measurement for it (a config absent from a replayed landscape).
+    Missing,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::CompileError => "compile_error",
+            Outcome::Incorrect => "incorrect",
+            Outcome::RuntimeError => "runtime_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Missing => "missing",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the compiler reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompileReport {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registers: Option<u32>,
+    /// Static plus dynamic shared memory per block, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smem_bytes: Option<u64>,
+    /// Spill stores plus spill loads, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_frame_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cubin_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_s: Option<f64>,
+}
+
+/// What the correctness gate measured, worst over its trials.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CorrectnessReport {
+    pub trials: u32,
+    pub max_abs_err: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_abs_err: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel_l2_err: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rmse: Option<f64>,
+    #[serde(default)]
+    pub nan_count: u64,
+    #[serde(default)]
+    pub unwritten_count: u64,
+}
+
+/// What the performance gate measured, in microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples_us: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_clock_mhz_before: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sm_clock_mhz_after: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clock_dropped: bool,
+}
+
+/// One candidate's result through the gates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile: Option<CompileReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correctness: Option<CorrectnessReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// A profile taken with the evaluation (a replayed landscape carries one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+}
+
+impl Evaluation {
+    pub fn failed(outcome: Outcome, message: impl Into<String>) -> Evaluation {
+        Evaluation {
+            outcome,
+            message: Some(message.into()),
+            compile: None,
+            correctness: None,
+            timing: None,
+            profile: None,
+        }
+    }
+
+    /// The score: p50 in μs, for a candidate that passed every gate.
+    pub fn p50_us(&self) -> Option<f64> {
+        match (self.outcome, &self.timing) {
+            (Outcome::Ok, Some(t)) if t.p50_us.is_finite() => Some(t.p50_us),
+            _ => None,
+        }
+    }
+
+    pub fn p90_us(&self) -> Option<f64> {
+        self.timing.as_ref().map(|t| t.p90_us)
+    }
+
+    pub fn registers(&self) -> Option<u32> {
+        self.compile.as_ref()?.registers
+    }
+
+    pub fn smem_bytes(&self) -> Option<u64> {
+        self.compile.as_ref()?.smem_bytes
+    }
+}
+
+/// The machine and compiler behind a measurement; part of the key under which measurements
+/// are reused across runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    pub device: String,
+    pub toolchain: String,
+}
+
+/// A failure of the evaluator itself; it ends the run (the candidate in flight is lost, the
+/// run can be resumed).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}")]
+    Landscape(String),
+    #[error("{0}")]
+    Device(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Takes candidates through the gates. The search holds one and nothing else that touches
+/// the GPU, so a replay of recorded measurements and the real device are interchangeable.
+pub trait Evaluator {
+    /// Device and toolchain, recorded with every measurement.
+    fn environment(&self) -> Environment;
+
+    /// A hint that these candidates come next, so compiles can start while the GPU measures.
+    fn prepare(&mut self, _upcoming: &[Candidate], _shape: &Shape) {}
+
+    /// Takes one candidate through every gate.
+    fn evaluate(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Evaluation, EvalError>;
+
+    /// Profiles a candidate that passed the gates. `Ok(None)`: no profiler here (said once by
+    /// the evaluator, not an error).
+    fn profile(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Option<Profile>, EvalError>;
+}

@@ -1,0 +1,15 @@
+//! evoengineer: evolutionary, profiling-guided tuning of CUDA kernels.
+//!
+//! The path of one candidate: a [`task::Task`] defines a [`space::Space`]; a strategy in
+//! [`search`] proposes a [`candidate::Candidate`]; an [`eval::Evaluator`] takes it through
+//! the gates (compile, correctness, performance) and maybe profiles it ([`insight`]); the
+//! search keeps elites and decides when to stop; [`store`] records everything so a run can be
+//! resumed, shown and exported.
+
+pub mod candidate;
+pub mod eval;
+pub mod insight;
+pub mod search;
+pub mod space;
+pub mod store;
+pub mod task;

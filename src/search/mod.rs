@@ -1,0 +1,403 @@
+//! The search: which candidate to evaluate next, which to keep, and when to stop.
+//!
+//! [`run`] drives a [`strategy::Strategy`] against an [`Evaluator`]. It never evaluates the
+//! same config twice, keeps the elite set, profiles new elites when the variant uses insights,
+//! and stops on the first termination rule that fires. Every random choice comes from one
+//! ChaCha8 generator seeded with the run's seed, so the same seed and the same measurements
+//! give the same sequence of candidates. A resumed run replays its recorded trials through the
+//! same code path and goes on from where the record ends.
+
+pub mod elites;
+pub mod strategy;
+pub mod termination;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::candidate::Candidate;
+use crate::eval::{EvalError, Evaluation, Evaluator};
+use crate::insight::{Bottleneck, Profile};
+use crate::space::{Config, Layer, SpaceError};
+use crate::task::{Shape, Task};
+pub use elites::{Elite, EliteSet};
+pub use termination::{Limits, StopReason};
+
+/// The search strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// Two-layer traverse, elite preservation and insights.
+    Full,
+    /// One best, profiling-guided.
+    Insight,
+    /// Exploration, keeps only the best, no profiling.
+    Free,
+    /// Every valid config (baseline).
+    Grid,
+    /// Uniform random without replacement (baseline).
+    Random,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 5] = [
+        Variant::Full,
+        Variant::Insight,
+        Variant::Free,
+        Variant::Grid,
+        Variant::Random,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Full => "full",
+            Variant::Insight => "insight",
+            Variant::Free => "free",
+            Variant::Grid => "grid",
+            Variant::Random => "random",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that decides what a search proposes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub variant: Variant,
+    pub seed: u64,
+    pub limits: Limits,
+    /// Elite set size K (Full; the other variants keep one).
+    pub elites: usize,
+    /// Micro variants proposed per elite and generation (Full).
+    pub micro_per_elite: usize,
+    /// Prefer elites of different macro variants.
+    pub diverse: bool,
+    /// Profile new elites and order proposals by their bottleneck class.
+    pub insights: bool,
+    /// Macro variants first, then micro variants of the elites (Full).
+    pub two_layer: bool,
+}
+
+impl Settings {
+    /// The defaults of a variant: budget 100, patience 10, K 3, 4 micro variants per elite.
+    pub fn new(variant: Variant, seed: u64) -> Settings {
+        Settings {
+            variant,
+            seed,
+            limits: Limits {
+                budget: 100,
+                patience: 10,
+                time_limit: None,
+            },
+            elites: 3,
+            micro_per_elite: 4,
+            diverse: false,
+            insights: matches!(variant, Variant::Full | Variant::Insight),
+            two_layer: variant == Variant::Full,
+        }
+    }
+
+    /// The elite set size this variant really keeps.
+    pub fn effective_elites(&self) -> usize {
+        match self.variant {
+            Variant::Full => self.elites.max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// One evaluated candidate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    /// Position in the run, from 0.
+    pub seq: usize,
+    pub candidate: Candidate,
+    pub key: String,
+    pub evaluation: Evaluation,
+    /// Taken from an earlier run's measurement instead of measured again.
+    pub reused: bool,
+    /// Seconds this evaluation took.
+    pub wall_s: f64,
+    /// Seconds since the run started, at the end of this trial.
+    pub elapsed_s: f64,
+    /// Whether a profile was asked for (after it became an elite, with insights on).
+    pub profiled: bool,
+    pub profile: Option<Profile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct JournalError(pub String);
+
+/// Where the search reports what it does, and asks for measurements it may reuse. The store
+/// implements it; the default methods do nothing.
+pub trait Journal {
+    /// A measurement of this candidate key made earlier with the same kernel source, shape,
+    /// device and toolchain.
+    fn reuse(&mut self, _key: &str) -> Result<Option<Evaluation>, JournalError> {
+        Ok(None)
+    }
+
+    /// Likewise for a profile. `Some(None)`: profiled before, no profiler was there.
+    fn reuse_profile(&mut self, _key: &str) -> Result<Option<Option<Profile>>, JournalError> {
+        Ok(None)
+    }
+
+    /// A trial is done; `elites` is the elite set after it, best first.
+    fn trial(&mut self, _trial: &Trial, _elites: &[Elite]) -> Result<(), JournalError> {
+        Ok(())
+    }
+
+    /// The trial's profile was taken (or found unavailable).
+    fn profiled(&mut self, _trial: &Trial) -> Result<(), JournalError> {
+        Ok(())
+    }
+}
+
+/// A journal that records nothing.
+pub struct NoJournal;
+impl Journal for NoJournal {}
+
+/// The time source of the time limit.
+pub trait Clock {
+    fn elapsed(&self) -> Duration;
+}
+
+/// Wall-clock time since creation, plus an offset (the time a resumed run had already spent).
+pub struct WallClock {
+    start: Instant,
+    offset: Duration,
+}
+
+impl WallClock {
+    pub fn new(offset: Duration) -> WallClock {
+        WallClock {
+            start: Instant::now(),
+            offset,
+        }
+    }
+}
+
+impl Clock for WallClock {
+    fn elapsed(&self) -> Duration {
+        self.offset + self.start.elapsed()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error("cannot record the run: {0}")]
+    Journal(#[from] JournalError),
+    #[error("cannot resume: {0}")]
+    Resume(String),
+}
+
+/// How a search ended.
+#[derive(Clone, Debug)]
+pub struct SearchResult {
+    pub trials: Vec<Trial>,
+    /// Best first; empty when no candidate was correct.
+    pub elites: Vec<Elite>,
+    pub stopped_by: StopReason,
+    pub elapsed_s: f64,
+}
+
+impl SearchResult {
+    pub fn winner(&self) -> Option<&Elite> {
+        self.elites.first()
+    }
+}
+
+/// Runs a search to its end. `resume` holds the trials a killed run had recorded, in order:
+/// they are replayed, not measured again, and must be what the search proposes.
+pub fn run(
+    task: &Task,
+    shape: &Shape,
+    settings: &Settings,
+    evaluator: &mut dyn Evaluator,
+    journal: &mut dyn Journal,
+    resume: Vec<Trial>,
+    clock: &dyn Clock,
+) -> Result<SearchResult, SearchError> {
+    let space = &task.space;
+    let mut strategy = strategy::build(settings.variant, space, settings)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let mut elites = EliteSet::new(settings.effective_elites(), settings.diverse);
+    let mut seen: HashSet<Config> = HashSet::new();
+    let mut profiles: BTreeMap<Config, Bottleneck> = BTreeMap::new();
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut queue: VecDeque<Config> = VecDeque::new();
+    let mut unchanged_for = 0usize;
+    let macros = space.layer_indices(Layer::Macro);
+    let limits = settings.limits;
+    let mut resume = VecDeque::from(resume);
+    let mut empty_asks = 0;
+
+    let stopped_by = loop {
+        let elapsed = match (trials.last(), resume.is_empty()) {
+            // While replaying a record, time is what the record says it was.
+            (Some(t), false) => Duration::from_secs_f64(t.elapsed_s),
+            (None, false) => Duration::ZERO,
+            _ => clock.elapsed(),
+        };
+        if let Some(reason) = limits.check(trials.len(), unchanged_for, strategy.may_converge(), elapsed) {
+            break reason;
+        }
+        let Some(config) = queue.pop_front() else {
+            let mut ctx = strategy::Ctx {
+                space,
+                seen: &seen,
+                elites: &elites,
+                profiles: &profiles,
+                rng: &mut rng,
+                remaining: limits.budget - trials.len(),
+            };
+            let mut batch = strategy.ask(&mut ctx);
+            let asked = batch.len();
+            let mut unique = HashSet::new();
+            batch.retain(|c| {
+                if !space.is_valid(c) {
+                    tracing::warn!("strategy proposed an invalid config {}; skipped", space.display(c));
+                    return false;
+                }
+                !seen.contains(c) && unique.insert(c.clone())
+            });
+            if batch.is_empty() {
+                empty_asks += 1;
+                if asked == 0 || empty_asks >= 3 {
+                    break StopReason::Exhausted;
+                }
+                continue;
+            }
+            empty_asks = 0;
+            let upcoming: Vec<Candidate> = batch.iter().cloned().map(Candidate::base).collect();
+            if resume.len() < upcoming.len() {
+                evaluator.prepare(&upcoming[resume.len()..], shape);
+            }
+            queue.extend(batch);
+            continue;
+        };
+
+        let candidate = Candidate::base(config.clone());
+        let key = candidate.key(space);
+        let seq = trials.len();
+        let started = Instant::now();
+        let (evaluation, reused, recorded) = if let Some(rec) = resume.pop_front() {
+            if rec.key != key {
+                return Err(SearchError::Resume(format!(
+                    "trial {seq} of the record is {} but the search now proposes {}: the task, the landscape or the settings changed since the run started",
+                    rec.key, key
+                )));
+            }
+            (rec.evaluation.clone(), rec.reused, Some(rec))
+        } else if let Some(e) = journal.reuse(&key)? {
+            (e, true, None)
+        } else {
+            (evaluator.evaluate(&candidate, shape)?, false, None)
+        };
+        let wall_s = match &recorded {
+            Some(r) => r.wall_s,
+            None => started.elapsed().as_secs_f64(),
+        };
+        seen.insert(config.clone());
+
+        let mut changed = false;
+        if let (Some(p50), Some(p90)) = (evaluation.p50_us(), evaluation.p90_us()) {
+            changed = elites.offer(Elite {
+                key: key.clone(),
+                candidate: Some(candidate.clone()),
+                p50_us: p50,
+                p90_us: p90,
+                registers: evaluation.registers(),
+                smem_bytes: evaluation.smem_bytes(),
+                macro_key: macros.iter().map(|&i| config.0[i]).collect(),
+            });
+        }
+        unchanged_for = if changed { 0 } else { unchanged_for + 1 };
+
+        let mut trial = Trial {
+            seq,
+            candidate: candidate.clone(),
+            key: key.clone(),
+            evaluation,
+            reused,
+            wall_s,
+            elapsed_s: match &recorded {
+                Some(r) => r.elapsed_s,
+                None => clock.elapsed().as_secs_f64(),
+            },
+            profiled: false,
+            profile: None,
+        };
+        if recorded.is_none() {
+            journal.trial(&trial, elites.members())?;
+        }
+
+        let wants_profile = settings.insights && changed && elites.contains(&key);
+        if wants_profile {
+            let (profile, fresh) = match &recorded {
+                Some(r) if r.profiled => (r.profile.clone(), false),
+                _ => match journal.reuse_profile(&key)? {
+                    Some(p) => (p, true),
+                    None => (evaluator.profile(&candidate, shape)?, true),
+                },
+            };
+            trial.profiled = true;
+            trial.profile = profile;
+            if let Some(b) = trial.profile.as_ref().and_then(|p| p.bottleneck) {
+                profiles.insert(config.clone(), b);
+            }
+            if fresh {
+                journal.profiled(&trial)?;
+            }
+        }
+
+        let mut ctx = strategy::Ctx {
+            space,
+            seen: &seen,
+            elites: &elites,
+            profiles: &profiles,
+            rng: &mut rng,
+            remaining: limits.budget - trials.len() - 1,
+        };
+        strategy.tell(&mut ctx, &config, &trial.evaluation);
+        trials.push(trial);
+    };
+
+    if !resume.is_empty() {
+        return Err(SearchError::Resume(format!(
+            "the search stopped ({stopped_by}) after {} trials, but the record holds {} more: the settings changed since the run started",
+            trials.len(),
+            resume.len()
+        )));
+    }
+    Ok(SearchResult {
+        elapsed_s: trials
+            .last()
+            .map(|t| t.elapsed_s)
+            .unwrap_or(0.0)
+            .max(clock.elapsed().as_secs_f64()),
+        trials,
+        elites: elites.members().to_vec(),
+        stopped_by,
+    })
+}
+
+#[cfg(test)]
+mod tests;
