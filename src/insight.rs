@@ -8,7 +8,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Tensor pipe busy, % of peak sustained while active.
-pub const METRIC_TENSOR_PIPE: &str = "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active";
+pub const METRIC_TENSOR_PIPE: &str =
+    "sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active";
 /// Instructions executed on the FMA pipe.
 pub const METRIC_FMA_INST: &str = "smsp__inst_executed_pipe_fma.sum";
 /// DRAM throughput, % of peak over the elapsed time.
@@ -157,7 +158,10 @@ mod tests {
 
     #[test]
     fn missing_metrics_fall_through_to_balanced() {
-        assert_eq!(InsightRules::default().classify(&BTreeMap::new()), Bottleneck::Balanced);
+        assert_eq!(
+            InsightRules::default().classify(&BTreeMap::new()),
+            Bottleneck::Balanced
+        );
     }
 
     #[test]

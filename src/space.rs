@@ -105,9 +105,9 @@ impl Space {
 
     /// Combinations of the given knobs only.
     pub fn raw_size_of(&self, indices: &[usize]) -> u128 {
-        indices
-            .iter()
-            .fold(1u128, |acc, &i| acc.saturating_mul(self.knobs[i].values.len() as u128))
+        indices.iter().fold(1u128, |acc, &i| {
+            acc.saturating_mul(self.knobs[i].values.len() as u128)
+        })
     }
 
     pub fn default_config(&self) -> Config {
@@ -271,7 +271,9 @@ impl Space {
                 ))
             })?;
             if seen.contains(&i) {
-                return Err(SpaceError::BadConfig(format!("knob `{name}` is given twice")));
+                return Err(SpaceError::BadConfig(format!(
+                    "knob `{name}` is given twice"
+                )));
             }
             seen.push(i);
             let v: i64 = value.parse().map_err(|_| {
@@ -286,7 +288,11 @@ impl Space {
             config.0[i] = v;
         }
         if let Some((c, err)) = self.violation(&config) {
-            let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            let why = c
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
             let detail = err.map(|e| format!(": {e}")).unwrap_or_default();
             return Err(SpaceError::BadConfig(format!(
                 "{} breaks the constraint `{}`{why}{detail}",
@@ -350,8 +356,16 @@ mod tests {
     #[test]
     fn enumerates_in_order_and_filters() {
         let s = space(&["A * B <= 32"]);
-        let all: Vec<_> = s.enumerate(1000).unwrap().iter().map(|c| s.display(c)).collect();
-        assert_eq!(all, ["A=1,B=8", "A=1,B=16", "A=2,B=8", "A=2,B=16", "A=4,B=8"]);
+        let all: Vec<_> = s
+            .enumerate(1000)
+            .unwrap()
+            .iter()
+            .map(|c| s.display(c))
+            .collect();
+        assert_eq!(
+            all,
+            ["A=1,B=8", "A=1,B=16", "A=2,B=8", "A=2,B=16", "A=4,B=8"]
+        );
     }
 
     #[test]
@@ -360,7 +374,10 @@ mod tests {
             .map(|i| knob(&format!("K{i}"), &[0, 1, 2], Layer::Macro))
             .collect();
         let s = Space::new(knobs, vec![]);
-        assert!(matches!(s.enumerate(1_000_000), Err(SpaceError::TooLarge { .. })));
+        assert!(matches!(
+            s.enumerate(1_000_000),
+            Err(SpaceError::TooLarge { .. })
+        ));
         // Sampling still works.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         assert!(s.is_valid(&s.sample(&mut rng).unwrap()));
@@ -389,11 +406,31 @@ mod tests {
     fn parse_checks_names_values_and_constraints() {
         let s = space(&["A * B <= 32"]);
         assert_eq!(s.parse("B=16").unwrap().values(), &[1, 16]);
-        assert!(s.parse("C=1").unwrap_err().to_string().contains("unknown knob `C`"));
-        assert!(s.parse("A=3").unwrap_err().to_string().contains("not allowed"));
-        assert!(s.parse("A=x").unwrap_err().to_string().contains("not an integer"));
-        assert!(s.parse("A=1,A=2").unwrap_err().to_string().contains("twice"));
-        assert!(s.parse("A=4,B=16").unwrap_err().to_string().contains("A * B <= 32"));
+        assert!(s
+            .parse("C=1")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown knob `C`"));
+        assert!(s
+            .parse("A=3")
+            .unwrap_err()
+            .to_string()
+            .contains("not allowed"));
+        assert!(s
+            .parse("A=x")
+            .unwrap_err()
+            .to_string()
+            .contains("not an integer"));
+        assert!(s
+            .parse("A=1,A=2")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        assert!(s
+            .parse("A=4,B=16")
+            .unwrap_err()
+            .to_string()
+            .contains("A * B <= 32"));
     }
 
     #[test]

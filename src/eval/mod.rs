@@ -188,5 +188,9 @@ pub trait Evaluator {
 
     /// Profiles a candidate that passed the gates. `Ok(None)`: no profiler here (said once by
     /// the evaluator, not an error).
-    fn profile(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Option<Profile>, EvalError>;
+    fn profile(
+        &mut self,
+        candidate: &Candidate,
+        shape: &Shape,
+    ) -> Result<Option<Profile>, EvalError>;
 }

@@ -81,15 +81,14 @@ impl LandscapeRecord {
     }
 
     fn to_evaluation(&self, rules: &InsightRules) -> Evaluation {
-        let compile = (self.registers.is_some()
-            || self.smem_bytes.is_some()
-            || self.spill_bytes.is_some())
-        .then(|| CompileReport {
-            registers: self.registers,
-            smem_bytes: self.smem_bytes,
-            spill_bytes: self.spill_bytes,
-            ..CompileReport::default()
-        });
+        let compile =
+            (self.registers.is_some() || self.smem_bytes.is_some() || self.spill_bytes.is_some())
+                .then(|| CompileReport {
+                    registers: self.registers,
+                    smem_bytes: self.smem_bytes,
+                    spill_bytes: self.spill_bytes,
+                    ..CompileReport::default()
+                });
         let correctness = self.max_abs_err.map(|e| CorrectnessReport {
             max_abs_err: e,
             ..CorrectnessReport::default()
@@ -154,9 +153,8 @@ impl ReplayEvaluator {
             if line.is_empty() {
                 continue;
             }
-            let rec: LandscapeRecord = serde_json::from_str(line).map_err(|e| {
-                EvalError::Landscape(format!("{}:{}: {e}", path.display(), i + 1))
-            })?;
+            let rec: LandscapeRecord = serde_json::from_str(line)
+                .map_err(|e| EvalError::Landscape(format!("{}:{}: {e}", path.display(), i + 1)))?;
             if rec.outcome == Outcome::Ok && rec.p50_us.is_none_or(|p| !p.is_finite()) {
                 return Err(EvalError::Landscape(format!(
                     "{}:{}: outcome `ok` needs a finite `p50_us`",
@@ -181,7 +179,11 @@ impl ReplayEvaluator {
                 .clone()
                 .unwrap_or_else(|| task.default_shape().name.clone());
             if device.is_none() {
-                device = rec.extra.get("device").and_then(|v| v.as_str()).map(str::to_string);
+                device = rec
+                    .extra
+                    .get("device")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
                 toolchain = rec
                     .extra
                     .get("toolchain")
@@ -238,11 +240,7 @@ impl Evaluator for ReplayEvaluator {
     fn environment(&self) -> Environment {
         // Replayed figures are only ever reused by replays of the same file.
         Environment {
-            device: format!(
-                "replay:{} ({})",
-                &self.file_sha256[..12],
-                self.device
-            ),
+            device: format!("replay:{} ({})", &self.file_sha256[..12], self.device),
             toolchain: self.toolchain.clone(),
         }
     }
@@ -264,7 +262,11 @@ impl Evaluator for ReplayEvaluator {
         })
     }
 
-    fn profile(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Option<crate::insight::Profile>, EvalError> {
+    fn profile(
+        &mut self,
+        candidate: &Candidate,
+        shape: &Shape,
+    ) -> Result<Option<crate::insight::Profile>, EvalError> {
         Ok(self
             .lookup(candidate, shape)
             .and_then(|r| r.to_evaluation(&self.rules).profile))

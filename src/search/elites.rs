@@ -31,8 +31,16 @@ impl Elite {
     fn rank(&self, other: &Elite) -> Ordering {
         self.p50_us
             .total_cmp(&other.p50_us)
-            .then(self.registers.unwrap_or(u32::MAX).cmp(&other.registers.unwrap_or(u32::MAX)))
-            .then(self.smem_bytes.unwrap_or(u64::MAX).cmp(&other.smem_bytes.unwrap_or(u64::MAX)))
+            .then(
+                self.registers
+                    .unwrap_or(u32::MAX)
+                    .cmp(&other.registers.unwrap_or(u32::MAX)),
+            )
+            .then(
+                self.smem_bytes
+                    .unwrap_or(u64::MAX)
+                    .cmp(&other.smem_bytes.unwrap_or(u64::MAX)),
+            )
             .then_with(|| self.key.cmp(&other.key))
     }
 }
@@ -83,7 +91,12 @@ impl EliteSet {
         self.pool.insert(at, e);
         let before: Vec<String> = self.members.iter().map(|m| m.key.clone()).collect();
         self.members = self.select();
-        before != self.members.iter().map(|m| m.key.clone()).collect::<Vec<_>>()
+        before
+            != self
+                .members
+                .iter()
+                .map(|m| m.key.clone())
+                .collect::<Vec<_>>()
     }
 
     fn select(&self) -> Vec<Elite> {

@@ -256,7 +256,12 @@ pub fn run(
             (None, false) => Duration::ZERO,
             _ => clock.elapsed(),
         };
-        if let Some(reason) = limits.check(trials.len(), unchanged_for, strategy.may_converge(), elapsed) {
+        if let Some(reason) = limits.check(
+            trials.len(),
+            unchanged_for,
+            strategy.may_converge(),
+            elapsed,
+        ) {
             break reason;
         }
         let Some(config) = queue.pop_front() else {
@@ -273,7 +278,10 @@ pub fn run(
             let mut unique = HashSet::new();
             batch.retain(|c| {
                 if !space.is_valid(c) {
-                    tracing::warn!("strategy proposed an invalid config {}; skipped", space.display(c));
+                    tracing::warn!(
+                        "strategy proposed an invalid config {}; skipped",
+                        space.display(c)
+                    );
                     return false;
                 }
                 !seen.contains(c) && unique.insert(c.clone())

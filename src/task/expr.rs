@@ -10,15 +10,20 @@ use rhai::{Dynamic, Engine, Scope, AST};
 
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
     let mut engine = Engine::new();
+    // Compilation sees placeholder values; folding them as constants would be wrong.
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
     engine.set_strict_variables(true);
     engine.set_max_expr_depths(64, 64);
     engine.set_max_operations(100_000);
-    engine.register_fn("ceil_div", |a: i64, b: i64| -> Result<i64, Box<rhai::EvalAltResult>> {
-        if b == 0 {
-            return Err("ceil_div by zero".into());
-        }
-        Ok((a + b - 1).div_euclid(b))
-    });
+    engine.register_fn(
+        "ceil_div",
+        |a: i64, b: i64| -> Result<i64, Box<rhai::EvalAltResult>> {
+            if b == 0 {
+                return Err("ceil_div by zero".into());
+            }
+            Ok((a + b - 1).div_euclid(b))
+        },
+    );
     engine.register_fn("min", |a: i64, b: i64| a.min(b));
     engine.register_fn("max", |a: i64, b: i64| a.max(b));
     engine
@@ -44,7 +49,7 @@ impl Expr {
     ) -> Result<Expr, ExprError> {
         let mut scope = Scope::new();
         for name in names {
-            scope.push_constant(name.to_string(), 0_i64);
+            scope.push(name.to_string(), 0_i64);
         }
         let ast = ENGINE
             .compile_expression_with_scope(&scope, text)
@@ -65,7 +70,7 @@ impl Expr {
     ) -> Result<Dynamic, ExprError> {
         let mut scope = Scope::new();
         for (name, value) in vars {
-            scope.push_constant(name.to_string(), value);
+            scope.push(name.to_string(), value);
         }
         ENGINE
             .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)

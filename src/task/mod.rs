@@ -49,11 +49,19 @@ impl Shape {
     }
 
     pub fn flops(&self) -> Option<f64> {
-        self.flops.as_ref()?.eval_int(self.vars()).ok().map(|v| v as f64)
+        self.flops
+            .as_ref()?
+            .eval_int(self.vars())
+            .ok()
+            .map(|v| v as f64)
     }
 
     pub fn bytes(&self) -> Option<f64> {
-        self.bytes.as_ref()?.eval_int(self.vars()).ok().map(|v| v as f64)
+        self.bytes
+            .as_ref()?
+            .eval_int(self.vars())
+            .ok()
+            .map(|v| v as f64)
     }
 
     /// `B=8,H=16,...` for messages.
@@ -239,7 +247,10 @@ impl Builder<'_> {
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v >= 0.0) {
-                    return Err(self.err(format!("tolerance.{key}"), format!("{v} is not a finite, non-negative number")));
+                    return Err(self.err(
+                        format!("tolerance.{key}"),
+                        format!("{v} is not a finite, non-negative number"),
+                    ));
                 }
             }
         }
@@ -270,7 +281,10 @@ impl Builder<'_> {
                 return Err(self.err(format!("baseline[{i}].expr"), "is empty"));
             }
             if baselines.iter().any(|x: &Baseline| x.name == b.name) {
-                return Err(self.err(format!("baseline[{i}].name"), format!("`{}` is declared twice", b.name)));
+                return Err(self.err(
+                    format!("baseline[{i}].name"),
+                    format!("`{}` is declared twice", b.name),
+                ));
             }
             baselines.push(Baseline {
                 name: b.name.clone(),
@@ -342,7 +356,9 @@ impl Builder<'_> {
             }
             let mut addresses = Vec::new();
             for a in &k.addresses {
-                let b: Bottleneck = a.parse().map_err(|e: String| self.err(key("addresses"), e))?;
+                let b: Bottleneck = a
+                    .parse()
+                    .map_err(|e: String| self.err(key("addresses"), e))?;
                 if !addresses.contains(&b) {
                     addresses.push(b);
                 }
@@ -360,7 +376,10 @@ impl Builder<'_> {
 
     fn shapes(&self, raw: &[raw::RawShape], knobs: &[String]) -> Result<Vec<Shape>, TaskError> {
         if raw.is_empty() {
-            return Err(self.err("shape", "a task needs at least one [[shape]]; the first is the default"));
+            return Err(self.err(
+                "shape",
+                "a task needs at least one [[shape]]; the first is the default",
+            ));
         }
         let mut shapes: Vec<Shape> = Vec::new();
         for (i, s) in raw.iter().enumerate() {
@@ -404,10 +423,16 @@ impl Builder<'_> {
     }
 
     fn expr(&self, key: String, text: &str, vars: &[String]) -> Result<Expr, TaskError> {
-        Expr::compile(text, vars.iter().map(String::as_str)).map_err(|e| self.err(key, e.to_string()))
+        Expr::compile(text, vars.iter().map(String::as_str))
+            .map_err(|e| self.err(key, e.to_string()))
     }
 
-    fn launch(&self, section: &str, r: &raw::RawLaunch, vars: &[String]) -> Result<Launch, TaskError> {
+    fn launch(
+        &self,
+        section: &str,
+        r: &raw::RawLaunch,
+        vars: &[String],
+    ) -> Result<Launch, TaskError> {
         let source = self.dir.join(&r.source);
         if !source.is_file() {
             return Err(self.err(
@@ -445,7 +470,12 @@ impl Builder<'_> {
         })
     }
 
-    fn kernel(&self, k: &raw::RawKernel, vars: &[String], shapes: &[Shape]) -> Result<KernelSpec, TaskError> {
+    fn kernel(
+        &self,
+        k: &raw::RawKernel,
+        vars: &[String],
+        shapes: &[Shape],
+    ) -> Result<KernelSpec, TaskError> {
         let launch = self.launch(
             "kernel",
             &raw::RawLaunch {
@@ -472,7 +502,10 @@ impl Builder<'_> {
         for (i, a) in k.args.iter().enumerate() {
             let key = |field: &str| format!("kernel.arg[{i}] ({}).{field}", a.name);
             if !is_identifier(&a.name) {
-                return Err(self.err(format!("kernel.arg[{i}].name"), format!("`{}` is not an identifier", a.name)));
+                return Err(self.err(
+                    format!("kernel.arg[{i}].name"),
+                    format!("`{}` is not an identifier", a.name),
+                ));
             }
             if args.iter().any(|x| x.name == a.name) {
                 return Err(self.err(key("name"), "declared twice"));
@@ -482,12 +515,21 @@ impl Builder<'_> {
                 ArgKind::Scalar => (a.value.as_deref(), "value"),
             };
             let value_text = value_text.ok_or_else(|| {
-                self.err(key(value_key), format!("a {} argument needs `{value_key}`", a.kind.as_str()))
+                self.err(
+                    key(value_key),
+                    format!("a {} argument needs `{value_key}`", a.kind.as_str()),
+                )
             })?;
             let value = self.expr(key(value_key), value_text, vars)?;
             match a.kind {
                 ArgKind::Scalar if !a.dtype.is_scalar_type() => {
-                    return Err(self.err(key("dtype"), format!("a scalar cannot be {}; use i32, i64 or f32", a.dtype.as_str())));
+                    return Err(self.err(
+                        key("dtype"),
+                        format!(
+                            "a scalar cannot be {}; use i32, i64 or f32",
+                            a.dtype.as_str()
+                        ),
+                    ));
                 }
                 ArgKind::Scalar if a.role != ArgRole::Input => {
                     return Err(self.err(key("role"), "a scalar can only be an input"));
@@ -510,8 +552,14 @@ impl Builder<'_> {
                 init: a.init.clone().unwrap_or_default(),
             });
         }
-        if !args.iter().any(|a| a.kind == ArgKind::Buffer && a.role != ArgRole::Input) {
-            return Err(self.err("kernel.arg", "no argument is an output: nothing could be checked"));
+        if !args
+            .iter()
+            .any(|a| a.kind == ArgKind::Buffer && a.role != ArgRole::Input)
+        {
+            return Err(self.err(
+                "kernel.arg",
+                "no argument is an output: nothing could be checked",
+            ));
         }
         if !(k.timeout_s.unwrap_or(10.0) > 0.0) {
             return Err(self.err("kernel.timeout_s", "must be positive"));

@@ -24,7 +24,11 @@ impl Free {
         let n = ctx.space.knobs().len();
         for _ in 0..64 {
             let mut c = base.clone();
-            let changes = if n > 1 && ctx.rng.random_bool(0.5) { 2 } else { 1 };
+            let changes = if n > 1 && ctx.rng.random_bool(0.5) {
+                2
+            } else {
+                1
+            };
             for _ in 0..changes {
                 let i = ctx.rng.random_range(0..n);
                 let values = &ctx.space.knobs()[i].values;
@@ -41,7 +45,12 @@ impl Free {
         let mut best: Option<(usize, Config)> = None;
         for _ in 0..EXPLORE_SAMPLES {
             let Some(c) = ctx.sample_new(&[]) else { break };
-            let d = ctx.seen.iter().map(|s| distance(s, &c)).min().unwrap_or(usize::MAX);
+            let d = ctx
+                .seen
+                .iter()
+                .map(|s| distance(s, &c))
+                .min()
+                .unwrap_or(usize::MAX);
             if best.as_ref().is_none_or(|(bd, _)| d > *bd) {
                 best = Some((d, c));
             }
@@ -71,7 +80,9 @@ impl Strategy for Free {
             .and_then(|e| e.candidate.as_ref())
             .map(|c| c.config.clone());
         let proposal = match best {
-            Some(b) if ctx.rng.random_bool(0.5) => Self::mutate(ctx, &b).or_else(|| Self::explore(ctx)),
+            Some(b) if ctx.rng.random_bool(0.5) => {
+                Self::mutate(ctx, &b).or_else(|| Self::explore(ctx))
+            }
             _ => Self::explore(ctx).or_else(|| best.and_then(|b| Self::mutate(ctx, &b))),
         };
         proposal.or_else(|| ctx.any_new(&[])).into_iter().collect()

@@ -28,7 +28,10 @@ impl Full {
     pub fn new(space: &Space, s: &Settings) -> Full {
         let all: Vec<usize> = (0..space.knobs().len()).collect();
         let (macros, micros) = if s.two_layer {
-            (space.layer_indices(Layer::Macro), space.layer_indices(Layer::Micro))
+            (
+                space.layer_indices(Layer::Macro),
+                space.layer_indices(Layer::Micro),
+            )
         } else {
             (all.clone(), all)
         };
@@ -54,7 +57,10 @@ impl Full {
             // Every macro variant, in lexicographic order, micro knobs at their defaults
             // (or the first valid micro values a few draws find).
             let sub = Space::new(
-                self.macros.iter().map(|&i| space.knobs()[i].clone()).collect(),
+                self.macros
+                    .iter()
+                    .map(|&i| space.knobs()[i].clone())
+                    .collect(),
                 vec![],
             );
             for m in sub.enumerate(u128::MAX).unwrap_or_default() {
@@ -107,7 +113,11 @@ impl Full {
             .collect();
         let mut out: Vec<Config> = Vec::new();
         for e in &elites {
-            let class = if self.use_class { ctx.bottleneck(e) } else { None };
+            let class = if self.use_class {
+                ctx.bottleneck(e)
+            } else {
+                None
+            };
             let mut taken = 0;
             for c in neighbours(ctx, e, &self.micros, class, self.micro_per_elite * 4) {
                 if taken == self.micro_per_elite {
@@ -122,7 +132,11 @@ impl Full {
         if out.is_empty() && self.two_layer {
             // Micro neighbourhoods spent: macro moves around the elites.
             for e in &elites {
-                let class = if self.use_class { ctx.bottleneck(e) } else { None };
+                let class = if self.use_class {
+                    ctx.bottleneck(e)
+                } else {
+                    None
+                };
                 for c in neighbours(ctx, e, &self.macros, class, self.micro_per_elite) {
                     if !out.contains(&c) {
                         out.push(c);

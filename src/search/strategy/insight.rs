@@ -45,7 +45,11 @@ impl Strategy for Insight {
             .map(|c| c.config.clone());
         if let Some(best) = best {
             if self.queued_for.as_ref() != Some(&best) {
-                let class = if self.use_class { ctx.bottleneck(&best) } else { None };
+                let class = if self.use_class {
+                    ctx.bottleneck(&best)
+                } else {
+                    None
+                };
                 let all: Vec<usize> = (0..ctx.space.knobs().len()).collect();
                 let mut q = neighbours(ctx, &best, &all, class, NEIGHBOURS);
                 q.reverse(); // pop from the back
