@@ -1,0 +1,88 @@
+//! Command-line interface: raw flags (clap) here, validated into library settings in each
+//! command's module.
+
+mod progress;
+mod runs;
+mod tune;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Tunes CUDA kernels by evolutionary search, guided by profiling, and trusts no candidate
+/// until it has compiled, computed the right answer and been timed honestly.
+#[derive(Parser)]
+#[command(name = "evoengineer", version, about, long_about = None)]
+#[command(after_help = "Examples:
+  evoengineer tune tasks/sdpa_fp8 --replay landscape.jsonl     search a recorded landscape
+  evoengineer tune tasks/gemm_bf16 --variant grid --json        measure every config on the GPU
+  evoengineer runs                                              list the runs in ./evoengineer.db
+  evoengineer show 3                                            winner, elites, trajectory of run 3
+  evoengineer export 3 --format csv                             every candidate of run 3")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Search a task's space for its fastest correct config.
+    Tune(tune::TuneArgs),
+    /// List the runs in a store.
+    Runs(runs::RunsArgs),
+    /// Show a run: winner, elites, trajectory, and why it stopped.
+    Show(runs::ShowArgs),
+    /// Write every candidate of a run as a landscape (JSON Lines) or CSV.
+    Export(runs::ExportArgs),
+}
+
+/// Where runs are recorded.
+#[derive(clap::Args, Clone)]
+struct DbArg {
+    /// The SQLite store [default: ./evoengineer.db]
+    #[arg(long, value_name = "PATH", default_value = "evoengineer.db", hide_default_value = true)]
+    db: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VariantArg {
+    /// Two-layer traverse + elites + profiling insights (EvoEngineer-Full)
+    Full,
+    /// One best, profiling-guided (EvoEngineer-Insight)
+    Insight,
+    /// Exploration, keeps only the best, no profiling (EvoEngineer-Free)
+    Free,
+    /// Every valid config (baseline)
+    Grid,
+    /// Uniform random without replacement (baseline)
+    Random,
+}
+
+impl From<VariantArg> for evoengineer::search::Variant {
+    fn from(v: VariantArg) -> Self {
+        use evoengineer::search::Variant;
+        match v {
+            VariantArg::Full => Variant::Full,
+            VariantArg::Insight => Variant::Insight,
+            VariantArg::Free => Variant::Free,
+            VariantArg::Grid => Variant::Grid,
+            VariantArg::Random => Variant::Random,
+        }
+    }
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Tune(a) => tune::run(a),
+        Command::Runs(a) => runs::list(a),
+        Command::Show(a) => runs::show(a),
+        Command::Export(a) => runs::export(a),
+    }
+}
+
+/// Formats microseconds for tables.
+fn us(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,271 @@
+//! `runs`, `show` and `export`: what the store holds.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use evoengineer::store::{RunRecord, Store};
+use evoengineer::task::Task;
+use serde_json::json;
+
+use super::{us, DbArg};
+
+#[derive(clap::Args)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// One JSON array instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    /// The run's id, as `evoengineer runs` lists it
+    run_id: i64,
+    #[command(flatten)]
+    db: DbArg,
+    /// One JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// A landscape: one JSON object per candidate, readable by `tune --replay`
+    Jsonl,
+    /// One row per candidate, one column per knob
+    Csv,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The run's id, as `evoengineer runs` lists it
+    run_id: i64,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: Format,
+    /// Write here instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+pub fn list(a: RunsArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.db.db)?;
+    let runs = store.list_runs()?;
+    if a.json {
+        let rows: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "run_id": r.id, "created_at": r.created_at, "task": r.task, "shape": r.shape,
+                    "variant": r.variant.as_str(), "seed": r.seed, "status": r.status.to_string(),
+                    "stopped_by": r.stopped_by.map(|s| s.as_str()), "evaluations": r.evaluations,
+                    "best_p50_us": r.best_p50_us, "elapsed_s": r.elapsed_s,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs in {}", a.db.db.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>4}  {:<20} {:<12} {:<10} {:<8} {:>6} {:>5}  {:<10} {:<10} {:>10}",
+        "id", "created", "task", "shape", "variant", "seed", "evals", "status", "stopped", "best us"
+    );
+    for r in runs {
+        println!(
+            "{:>4}  {:<20} {:<12} {:<10} {:<8} {:>6} {:>5}  {:<10} {:<10} {:>10}",
+            r.id,
+            r.created_at,
+            r.task,
+            r.shape,
+            r.variant.as_str(),
+            r.seed,
+            r.evaluations,
+            r.status.as_str(),
+            r.stopped_by.map(|s| s.as_str()).unwrap_or("-"),
+            us(r.best_p50_us)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(store: &Store, run_id: i64) -> anyhow::Result<(Task, RunRecord)> {
+    let dir = store.run_task_dir(run_id)?;
+    let task = Task::load(&dir).with_context(|| format!("run {run_id} was made on the task in {}", dir.display()))?;
+    let record = store.load_run(run_id, &task.space)?;
+    Ok((task, record))
+}
+
+pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.db.db)?;
+    let (task, rec) = load(&store, a.run_id)?;
+    let config = |e: &evoengineer::search::Elite| {
+        e.candidate.as_ref().map(|c| task.space.display(&c.config)).unwrap_or_else(|| e.key.clone())
+    };
+    let why = match rec.row.stopped_by {
+        Some(r) => match r {
+            evoengineer::search::StopReason::Budget => format!("budget: {} evaluations made", rec.settings.limits.budget),
+            evoengineer::search::StopReason::Converged => format!(
+                "converged: the elite set did not change for {} evaluations",
+                rec.settings.limits.patience
+            ),
+            evoengineer::search::StopReason::TimeLimit => "time limit reached".to_string(),
+            evoengineer::search::StopReason::Exhausted => "exhausted: nothing new left to propose".to_string(),
+        },
+        None => format!("not stopped ({}); resume with `evoengineer tune --resume {}`", rec.row.status, a.run_id),
+    };
+    if a.json {
+        let elite = |e: &evoengineer::search::Elite| {
+            json!({
+                "key": e.key,
+                "config": e.candidate.as_ref().map(|c| task.space.to_json(&c.config)),
+                "p50_us": e.p50_us, "p90_us": e.p90_us,
+                "registers": e.registers, "smem_bytes": e.smem_bytes,
+            })
+        };
+        let mut best = f64::INFINITY;
+        let trajectory: Vec<_> = rec
+            .trials
+            .iter()
+            .map(|t| {
+                if let Some(p) = t.evaluation.p50_us() {
+                    best = best.min(p);
+                }
+                json!({
+                    "seq": t.seq, "key": t.key, "outcome": t.evaluation.outcome,
+                    "p50_us": t.evaluation.p50_us(), "best_p50_us": best.is_finite().then_some(best),
+                    "reused": t.reused, "wall_s": t.wall_s, "elapsed_s": t.elapsed_s,
+                    "bottleneck": t.profile.as_ref().and_then(|p| p.bottleneck),
+                    "message": t.evaluation.message,
+                })
+            })
+            .collect();
+        let out = json!({
+            "run_id": a.run_id, "task": rec.row.task, "shape": rec.row.shape,
+            "variant": rec.settings.variant.as_str(), "seed": rec.settings.seed,
+            "settings": rec.settings, "status": rec.row.status.to_string(),
+            "stopped_by": rec.row.stopped_by.map(|s| s.as_str()), "why": why,
+            "evaluations": rec.trials.len(), "elapsed_s": rec.row.elapsed_s,
+            "device": rec.environment.device, "toolchain": rec.environment.toolchain,
+            "evaluator": rec.evaluator, "command_line": rec.command_line,
+            "winner": rec.elites.first().map(elite),
+            "elites": rec.elites.iter().map(elite).collect::<Vec<_>>(),
+            "trajectory": trajectory,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = &rec.settings;
+    println!("run {}: task {} shape {}, variant {}, seed {}", a.run_id, rec.row.task, rec.row.shape, s.variant, s.seed);
+    println!("  evaluator {} on {} ({})", rec.evaluator, rec.environment.device, rec.environment.toolchain);
+    println!(
+        "  {} evaluations in {:.1} s; stopped by {why}",
+        rec.trials.len(),
+        rec.row.elapsed_s.unwrap_or(0.0)
+    );
+    match rec.elites.first() {
+        Some(w) => println!("winner: p50 {:.2} us, p90 {:.2} us  {}", w.p50_us, w.p90_us, config(w)),
+        None => println!("winner: none (no candidate passed every gate)"),
+    }
+    for (i, e) in rec.elites.iter().enumerate() {
+        println!(
+            "  elite {}: p50 {:>10.2} us  regs {:>4}  smem {:>7}  {}",
+            i + 1,
+            e.p50_us,
+            e.registers.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            e.smem_bytes.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            config(e)
+        );
+    }
+    println!("trajectory:");
+    println!("  {:>4}  {:<14} {:>10} {:>10}  {:<9}  candidate", "seq", "outcome", "p50 us", "best us", "class");
+    let mut best = f64::INFINITY;
+    for t in &rec.trials {
+        let p = t.evaluation.p50_us();
+        let improved = p.is_some_and(|p| p < best);
+        if let Some(p) = p {
+            best = best.min(p);
+        }
+        println!(
+            "  {:>4}  {:<14} {:>10} {:>10}{} {:<9}  {}{}",
+            t.seq,
+            t.evaluation.outcome.as_str(),
+            us(p),
+            us(best.is_finite().then_some(best)),
+            if improved { "*" } else { " " },
+            t.profile.as_ref().and_then(|p| p.bottleneck).map(|b| b.as_str()).unwrap_or("-"),
+            t.key,
+            if t.reused { "  (reused)" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.db.db)?;
+    let (task, _) = load(&store, a.run_id)?;
+    let records = store.export_records(a.run_id, &task.space)?;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match a.format {
+        Format::Jsonl => {
+            for r in &records {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Format::Csv => {
+            let knobs: Vec<&str> = task.space.knobs().iter().map(|k| k.name.as_str()).collect();
+            writeln!(
+                out,
+                "seq,candidate,shape,outcome,p50_us,p90_us,registers,smem_bytes,spill_bytes,max_abs_err,bottleneck,{}",
+                knobs.join(",")
+            )?;
+            for (i, r) in records.iter().enumerate() {
+                let opt = |v: Option<String>| v.unwrap_or_default();
+                let seq = r.extra.get("seq").and_then(|v| v.as_u64()).unwrap_or(i as u64);
+                let key = r.extra.get("candidate").and_then(|v| v.as_str()).unwrap_or("");
+                let values: Vec<String> = knobs
+                    .iter()
+                    .map(|k| r.config.get(*k).map(|v| v.to_string()).unwrap_or_default())
+                    .collect();
+                writeln!(
+                    out,
+                    "{seq},{},{},{},{},{},{},{},{},{},{},{}",
+                    csv_field(key),
+                    csv_field(r.shape.as_deref().unwrap_or("")),
+                    r.outcome.as_str(),
+                    opt(r.p50_us.map(|v| v.to_string())),
+                    opt(r.p90_us.map(|v| v.to_string())),
+                    opt(r.registers.map(|v| v.to_string())),
+                    opt(r.smem_bytes.map(|v| v.to_string())),
+                    opt(r.spill_bytes.map(|v| v.to_string())),
+                    opt(r.max_abs_err.map(|v| v.to_string())),
+                    opt(r.bottleneck.map(|b| b.as_str().to_string())),
+                    values.join(",")
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

@@ -1,0 +1,317 @@
+//! `evoengineer tune`: validate the flags, pick the evaluator, run the search, record it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use evoengineer::eval::replay::ReplayEvaluator;
+use evoengineer::eval::Evaluator;
+use evoengineer::search::{self, Elite, SearchResult, Settings, Variant, WallClock};
+use evoengineer::store::{NewRun, Store};
+use evoengineer::task::Task;
+use serde_json::json;
+
+use super::progress::Progress;
+use super::{DbArg, VariantArg};
+
+#[derive(clap::Args)]
+#[command(after_help = "Termination: whichever comes first of --budget evaluations, --patience \
+evaluations without a change of the elite set (not during Full's first layer, never for grid \
+and random), --time-limit, and an exhausted space. A run killed at any point resumes with \
+--resume RUN_ID, losing at most the candidate in flight.")]
+pub struct TuneArgs {
+    /// The task folder (holding task.toml); not needed with --resume
+    #[arg(value_name = "TASK_DIR", required_unless_present = "resume")]
+    task_dir: Option<PathBuf>,
+
+    /// Search strategy
+    #[arg(long, value_enum, default_value = "full")]
+    variant: VariantArg,
+
+    /// Evaluations at most [default: 100; grid: the whole space]
+    #[arg(long, value_name = "N")]
+    budget: Option<usize>,
+
+    /// Elite set size K (full)
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    elites: usize,
+
+    /// Micro variants proposed per elite and generation (full)
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    micro_per_elite: usize,
+
+    /// Stop when the elite set is unchanged for this many evaluations (0: never)
+    #[arg(long, value_name = "M", default_value_t = 10)]
+    patience: usize,
+
+    /// Wall-clock limit, e.g. 90s, 30m, 4h, "1h 30m"
+    #[arg(long, value_name = "DURATION")]
+    time_limit: Option<String>,
+
+    /// Seed of every random choice the search makes
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Problem shape to tune for [default: the task's first]
+    #[arg(long, value_name = "NAME")]
+    shape: Option<String>,
+
+    /// Prefer elites of different macro variants (full)
+    #[arg(long)]
+    diverse: bool,
+
+    /// Ablation: no profiling, proposals not ordered by bottleneck class
+    #[arg(long)]
+    no_insights: bool,
+
+    /// Ablation: one layer, every knob varied around the elites (full)
+    #[arg(long)]
+    no_two_layer: bool,
+
+    /// Answer from a recorded landscape (JSON Lines) instead of the GPU
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+
+    /// Continue a run that was interrupted; its settings come from the store
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
+        "variant", "budget", "elites", "micro_per_elite", "patience", "time_limit", "seed",
+        "shape", "diverse", "no_insights", "no_two_layer", "replay"
+    ])]
+    resume: Option<i64>,
+
+    #[command(flatten)]
+    db: DbArg,
+
+    /// Print one JSON object at the end instead of a summary
+    #[arg(long)]
+    json: bool,
+
+    /// Testing aid: sleep this long in every replayed evaluation
+    #[arg(long, hide = true, value_name = "MS")]
+    replay_delay_ms: Option<u64>,
+}
+
+pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.db.db)?;
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+
+    // Settings, task, shape and evaluator: from the flags, or from the record.
+    let (run_id, task, shape_name, settings, evaluator_desc, resume, offset) = match a.resume {
+        Some(id) => {
+            let row = store.run_row(id)?;
+            let task_dir = store.run_task_dir(id)?;
+            let task = Task::load(&task_dir)
+                .with_context(|| format!("run {id} was made on the task in {}", task_dir.display()))?;
+            if let Some(dir) = &a.task_dir {
+                if Task::load(dir)?.manifest != task.manifest {
+                    bail!("run {id} is of the task in {}, not {}", task_dir.display(), dir.display());
+                }
+            }
+            let record = store.load_run(id, &task.space)?;
+            if record.kernel_hash != task.source_hash {
+                bail!("the task's manifest or kernel source changed since run {id} started; start a new run");
+            }
+            let offset = record.trials.last().map(|t| t.elapsed_s).unwrap_or(0.0);
+            store.reopen_run(id)?;
+            (Some(id), task, row.shape, record.settings, record.evaluator, record.trials, offset)
+        }
+        None => {
+            let dir = a.task_dir.as_ref().expect("clap requires TASK_DIR without --resume");
+            let task = Task::load(dir)?;
+            let settings = settings_from(&a, &task)?;
+            let shape = match &a.shape {
+                Some(s) => s.clone(),
+                None => task.default_shape().name.clone(),
+            };
+            let desc = match &a.replay {
+                Some(p) => format!("replay:{}", absolute(p).display()),
+                None => "cuda".to_string(),
+            };
+            (None, task, shape, settings, desc, vec![], 0.0)
+        }
+    };
+    let shape = task.shape(&shape_name).with_context(|| {
+        format!(
+            "task `{}` has no shape `{shape_name}`; its shapes are {}",
+            task.name,
+            task.shapes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+
+    let mut evaluator = make_evaluator(&evaluator_desc, &task, a.replay_delay_ms)?;
+    let env = evaluator.environment();
+    let run_id = match run_id {
+        Some(id) => id,
+        None => store.create_run(&NewRun {
+            task: task.name.clone(),
+            task_dir: absolute(&task.dir),
+            shape: shape.name.clone(),
+            kernel_hash: task.source_hash.clone(),
+            settings: settings.clone(),
+            evaluator: evaluator_desc.clone(),
+            environment: env.clone(),
+            command_line,
+        })?,
+    };
+    if !a.json {
+        eprintln!(
+            "run {run_id}: task {} shape {} ({}), variant {}, seed {}, budget {}, on {}",
+            task.name,
+            shape.name,
+            shape.describe(),
+            settings.variant,
+            settings.seed,
+            settings.limits.budget,
+            env.device
+        );
+    }
+    let journal = store.journal(run_id, &task.space, &task.source_hash, &shape.name, &env)?;
+    let mut progress = Progress::new(journal, settings.limits.budget, resume.len());
+    let result = search::run(
+        &task,
+        shape,
+        &settings,
+        evaluator.as_mut(),
+        &mut progress,
+        resume,
+        &WallClock::new(Duration::from_secs_f64(offset)),
+    );
+    progress.finish();
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = store.fail_run(run_id, &e.to_string());
+            return Err(anyhow::Error::new(e).context(format!("run {run_id} failed (resume it with --resume {run_id})")));
+        }
+    };
+    store.finish_run(run_id, &result)?;
+
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary_json(run_id, &task, shape, &settings, &result))?);
+    } else {
+        print_summary(run_id, &task, &settings, &result);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn settings_from(a: &TuneArgs, task: &Task) -> anyhow::Result<Settings> {
+    let variant: Variant = a.variant.into();
+    let mut s = Settings::new(variant, a.seed);
+    s.limits.budget = match (a.budget, variant) {
+        (Some(0), _) => bail!("--budget must be at least 1"),
+        (Some(b), _) => b,
+        (None, Variant::Grid) => {
+            usize::try_from(task.space.raw_size()).unwrap_or(usize::MAX)
+        }
+        (None, _) => 100,
+    };
+    if a.elites == 0 {
+        bail!("--elites must be at least 1");
+    }
+    if a.micro_per_elite == 0 {
+        bail!("--micro-per-elite must be at least 1");
+    }
+    s.elites = a.elites;
+    s.micro_per_elite = a.micro_per_elite;
+    s.limits.patience = a.patience;
+    s.limits.time_limit = a
+        .time_limit
+        .as_deref()
+        .map(|t| {
+            humantime::parse_duration(t)
+                .with_context(|| format!("--time-limit `{t}`: expected a duration such as 90s, 30m or 4h"))
+        })
+        .transpose()?;
+    s.diverse = a.diverse;
+    if a.no_insights {
+        s.insights = false;
+    }
+    if a.no_two_layer {
+        s.two_layer = false;
+    }
+    Ok(s)
+}
+
+fn make_evaluator(desc: &str, task: &Task, delay_ms: Option<u64>) -> anyhow::Result<Box<dyn Evaluator>> {
+    if let Some(path) = desc.strip_prefix("replay:") {
+        let mut r = ReplayEvaluator::load(Path::new(path), task)?;
+        if r.skipped > 0 {
+            eprintln!("note: {} lines of {} do not fit the task's knobs and were skipped", r.skipped, path);
+        }
+        r.delay = delay_ms.map(Duration::from_millis);
+        return Ok(Box::new(r));
+    }
+    let hint = recorded_landscapes(task);
+    let hint = match hint.first() {
+        Some(p) => format!("\nreplay a recorded run instead:\n  evoengineer tune {} --replay {}", task.dir.display(), p.display()),
+        None => String::new(),
+    };
+    bail!("no GPU evaluator is available in this build, and no --replay was given{hint}")
+}
+
+/// Landscapes shipped with the task (`landscapes/*.jsonl`), sorted.
+pub fn recorded_landscapes(task: &Task) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(task.dir.join("landscapes"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn elite_json(task: &Task, e: &Elite) -> serde_json::Value {
+    let config = e
+        .candidate
+        .as_ref()
+        .map(|c| serde_json::Value::Object(task.space.to_json(&c.config)))
+        .unwrap_or(serde_json::Value::Null);
+    json!({ "config": config, "p50_us": e.p50_us, "p90_us": e.p90_us })
+}
+
+/// The object `tune --json` prints. Nothing in it depends on time, so two runs of the same
+/// search print the same object but for `run_id`.
+fn summary_json(run_id: i64, task: &Task, shape: &evoengineer::task::Shape, s: &Settings, r: &SearchResult) -> serde_json::Value {
+    json!({
+        "run_id": run_id,
+        "task": task.name,
+        "shape": shape.name,
+        "variant": s.variant.as_str(),
+        "seed": s.seed,
+        "evaluations": r.trials.len(),
+        "stopped_by": r.stopped_by.as_str(),
+        "winner": r.winner().map(|w| elite_json(task, w)),
+        "elites": r.elites.iter().map(|e| elite_json(task, e)).collect::<Vec<_>>(),
+    })
+}
+
+fn print_summary(run_id: i64, task: &Task, s: &Settings, r: &SearchResult) {
+    let failed = r.trials.iter().filter(|t| t.evaluation.p50_us().is_none()).count();
+    let reused = r.trials.iter().filter(|t| t.reused).count();
+    println!(
+        "run {run_id}: {} evaluations ({failed} failed a gate, {reused} reused from earlier runs), stopped by {}",
+        r.trials.len(),
+        r.stopped_by
+    );
+    match r.winner() {
+        Some(w) => {
+            let config = w.candidate.as_ref().map(|c| task.space.display(&c.config)).unwrap_or_default();
+            println!("winner: p50 {:.2} us, p90 {:.2} us  {config}", w.p50_us, w.p90_us);
+            for (i, e) in r.elites.iter().enumerate().skip(1) {
+                let config = e.candidate.as_ref().map(|c| task.space.display(&c.config)).unwrap_or_default();
+                println!("elite {}: p50 {:.2} us  {config}", i + 1, e.p50_us);
+            }
+        }
+        None => println!("no candidate passed every gate: there is no winner"),
+    }
+    if s.variant != Variant::Grid {
+        println!("details: evoengineer show {run_id}");
+    }
+}

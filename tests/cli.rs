@@ -1,0 +1,326 @@
+//! The `evoengineer` command end to end, on replayed landscapes (no GPU needed).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn seed_task() -> PathBuf {
+    repo().join("tasks/sdpa_fp8")
+}
+
+fn evo(_db: &Path) -> Command {
+    Command::cargo_bin("evoengineer").unwrap()
+}
+
+/// A landscape over the seed space with every kind of outcome: latency from a fixed formula,
+/// every 7th config a compile error, every 11th incorrect, every 13th missing from the file.
+fn write_landscape(dir: &Path) -> PathBuf {
+    let names = [
+        "USE_WARP_SPECIALIZATION",
+        "USE_PERSISTENT_CTA",
+        "TILE_M",
+        "TILE_N",
+        "NUM_PRODUCER_WARPS",
+        "USE_FAST_EXP",
+        "USE_CP_ASYNC_3STAGE",
+    ];
+    let mut lines = Vec::new();
+    for i in 0..128u32 {
+        let bits: Vec<i64> = (0..7).map(|b| ((i >> (6 - b)) & 1) as i64).collect();
+        let values = [bits[0], bits[1], 32 << bits[2], 32 << bits[3], 1 + bits[4], bits[5], bits[6]];
+        let config: serde_json::Map<String, Value> =
+            names.iter().zip(values).map(|(n, v)| (n.to_string(), v.into())).collect();
+        if i % 13 == 5 {
+            continue;
+        }
+        let mut obj = serde_json::json!({ "config": config, "shape": "mission", "note": "extra field" });
+        if i % 7 == 3 {
+            obj["outcome"] = "compile_error".into();
+        } else if i % 11 == 4 {
+            obj["outcome"] = "incorrect".into();
+            obj["max_abs_err"] = 0.5.into();
+        } else {
+            // Warp specialisation, persistence and 64-wide tiles help; a ripple on top.
+            let p50 = 656.0 - 40.0 * bits[0] as f64 - 30.0 * bits[1] as f64 - 20.0 * bits[2] as f64
+                - 10.0 * bits[3] as f64
+                - 5.0 * bits[4] as f64
+                + 3.0 * bits[5] as f64
+                + ((i * 37) % 17) as f64;
+            obj["outcome"] = "ok".into();
+            obj["p50_us"] = p50.into();
+            obj["p90_us"] = (p50 * 1.05).into();
+            obj["registers"] = (96 + 8 * (i % 5)).into();
+            obj["bottleneck"] = ["compute", "memory", "occupancy", "balanced"][(i % 4) as usize].into();
+        }
+        lines.push(obj.to_string());
+    }
+    let path = dir.join("landscape.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn tune_json(db: &Path, landscape: &Path, extra: &[&str]) -> Value {
+    let out = evo(db)
+        .arg("tune")
+        .arg(seed_task())
+        .arg("--replay")
+        .arg(landscape)
+        .arg("--db")
+        .arg(db)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tune failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+fn without_run_id(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("run_id");
+    v
+}
+
+#[test]
+fn every_variant_prints_the_same_object_twice_but_for_run_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    for variant in ["full", "insight", "free", "grid", "random"] {
+        let a = tune_json(&db, &land, &["--variant", variant, "--seed", "5"]);
+        let b = tune_json(&db, &land, &["--variant", variant, "--seed", "5"]);
+        assert_ne!(a["run_id"], b["run_id"]);
+        for key in ["run_id", "variant", "seed", "evaluations", "stopped_by", "winner", "elites"] {
+            assert!(a.get(key).is_some(), "{variant}: no `{key}` in {a}");
+        }
+        assert_eq!(a["variant"], variant);
+        assert_eq!(without_run_id(a.clone()), without_run_id(b), "{variant}");
+        // The winner is correct and the best of the elites, which are best first.
+        let elites = a["elites"].as_array().unwrap();
+        assert!(!elites.is_empty() && elites.len() <= 3);
+        assert_eq!(a["winner"], elites[0]);
+        let p: Vec<f64> = elites.iter().map(|e| e["p50_us"].as_f64().unwrap()).collect();
+        assert!(p.windows(2).all(|w| w[0] <= w[1]), "{variant}: {p:?}");
+    }
+}
+
+#[test]
+fn failures_and_missing_configs_never_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    let v = tune_json(&db, &land, &["--variant", "grid"]);
+    assert_eq!(v["evaluations"], 128);
+    assert_eq!(v["stopped_by"], "exhausted");
+    let text = std::fs::read_to_string(&land).unwrap();
+    let best_ok = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["outcome"] == "ok")
+        .map(|l| l["p50_us"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(v["winner"]["p50_us"].as_f64().unwrap(), best_ok);
+    // Every elite is an `ok` line of the landscape.
+    for e in v["elites"].as_array().unwrap() {
+        let line = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| l["config"] == e["config"])
+            .expect("elite is in the landscape");
+        assert_eq!(line["outcome"], "ok");
+    }
+    // The export says what happened to each.
+    let out = evo(&db).args(["export", "1", "--format", "jsonl", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success());
+    let outcomes: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(outcomes.len(), 128);
+    for o in ["ok", "compile_error", "incorrect", "missing"] {
+        assert!(outcomes.iter().any(|x| x == o), "no {o}");
+    }
+}
+
+#[test]
+fn an_export_replays_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    let a = tune_json(&db, &land, &["--variant", "grid"]);
+    let exported = dir.path().join("exported.jsonl");
+    let st = evo(&db).args(["export", "1", "--db"]).arg(&db).arg("--out").arg(&exported).status().unwrap();
+    assert!(st.success());
+    let b = tune_json(&db, &exported, &["--variant", "grid"]);
+    assert_eq!(a["winner"], b["winner"]);
+    assert_eq!(a["elites"], b["elites"]);
+}
+
+#[test]
+fn runs_show_and_csv_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    let v = tune_json(&db, &land, &[]);
+    let id = v["run_id"].to_string();
+    let out = evo(&db).args(["runs", "--db"]).arg(&db).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("sdpa_fp8") && text.contains("finished"), "{text}");
+    let out = evo(&db).args(["show", &id, "--db"]).arg(&db).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("winner: p50") && text.contains("trajectory") && text.contains("stopped by"), "{text}");
+    let out = evo(&db).args(["show", &id, "--json", "--db"]).arg(&db).output().unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["winner"]["p50_us"], v["winner"]["p50_us"]);
+    assert_eq!(shown["trajectory"].as_array().unwrap().len(), v["evaluations"].as_u64().unwrap() as usize);
+    let out = evo(&db).args(["export", &id, "--format", "csv", "--db"]).arg(&db).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().ends_with("USE_CP_ASYNC_3STAGE"));
+    assert_eq!(lines.count(), v["evaluations"].as_u64().unwrap() as usize);
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    let garbage = dir.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "{\"config\": {}, \"outcome\": \"ok\"}\nnot json\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["tune".into(), "/nonexistent/task".into()], "cannot read"),
+        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), "/nonexistent.jsonl".into()], "cannot read landscape"),
+        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), garbage.display().to_string()], "garbage.jsonl:1"),
+        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), land.display().to_string(), "--shape".into(), "huge".into()], "no shape `huge`"),
+        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), land.display().to_string(), "--budget".into(), "0".into()], "--budget"),
+        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), land.display().to_string(), "--time-limit".into(), "soon".into()], "--time-limit"),
+        (vec!["show".into(), "99".into()], "no run 99"),
+        (vec!["tune".into(), seed_task().display().to_string()], "--replay"),
+    ];
+    for (args, expected) in cases {
+        let out = evo(&db).args(&args).arg("--db").arg(&db).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expected), "{args:?}: expected `{expected}` in: {err}");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    let reference = tune_json(&dir.path().join("ref.db"), &land, &["--variant", "full", "--seed", "3"]);
+
+    let mut child = evo(&db)
+        .arg("tune")
+        .arg(seed_task())
+        .arg("--replay")
+        .arg(&land)
+        .arg("--db")
+        .arg(&db)
+        .args(["--variant", "full", "--seed", "3", "--json", "--replay-delay-ms", "40"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some trials are recorded, then kill -9.
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let out = evo(&db).args(["runs", "--json", "--db"]).arg(&db).output().unwrap();
+        let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if runs[0]["evaluations"].as_u64().unwrap_or(0) >= 8 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the run never got going");
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let out = evo(&db).args(["runs", "--json", "--db"]).arg(&db).output().unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "running");
+    let done = runs[0]["evaluations"].as_u64().unwrap();
+    assert!(done < reference["evaluations"].as_u64().unwrap(), "finished before the kill");
+
+    let out = evo(&db).args(["tune", "--resume", "1", "--json", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resumed["run_id"], 1);
+    assert_eq!(without_run_id(resumed), without_run_id(reference));
+}
+
+#[test]
+fn two_processes_share_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    let spawn = |seed: &str| {
+        evo(&db)
+            .arg("tune")
+            .arg(seed_task())
+            .arg("--replay")
+            .arg(&land)
+            .arg("--db")
+            .arg(&db)
+            .args(["--variant", "random", "--budget", "60", "--seed", seed, "--json", "--replay-delay-ms", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("1"), spawn("2"));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = evo(&db).args(["runs", "--json", "--db"]).arg(&db).output().unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    for r in runs.as_array().unwrap() {
+        assert_eq!(r["status"], "finished");
+        assert_eq!(r["evaluations"], 60);
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[test]
+fn measurements_are_reused_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let db = dir.path().join("runs.db");
+    tune_json(&db, &land, &["--variant", "grid"]);
+    let out = evo(&db)
+        .arg("tune")
+        .arg(seed_task())
+        .arg("--replay")
+        .arg(&land)
+        .arg("--db")
+        .arg(&db)
+        .args(["--variant", "full"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("reused from earlier runs"), "{text}");
+    assert!(!text.contains(" 0 reused"), "{text}");
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::cargo_bin("evoengineer").unwrap().args(["tune", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in ["--variant", "--budget", "--patience", "--time-limit", "--resume", "--replay", "Termination"] {
+        assert!(text.contains(word), "no {word} in tune --help");
+    }
+}
