@@ -1,1 +1,771 @@
-//! store
+//! The run store: one SQLite file (default `./evoengineer.db`) that records every run, every
+//! trial and its gate figures, and the measurements later runs may reuse.
+//!
+//! # Durability and sharing
+//!
+//! The file is in WAL mode with a 30 s busy timeout, and every write is its own
+//! `BEGIN IMMEDIATE` transaction, so several processes may record runs into one file at once.
+//! Each trial is committed as soon as the search reports it ([`RunJournal`] implements
+//! [`search::Journal`](crate::search::Journal)), together with the elite set after it; a run
+//! killed with `kill -9` loses at most the candidate in flight, and [`Store::load_run`] gives
+//! back what the search needs to resume it.
+//!
+//! # Schema (version [`SCHEMA_VERSION`], in `PRAGMA user_version`)
+//!
+//! - `runs`: one row per run. `status` is `running`, `finished` or `failed` (with `message`);
+//!   task name and dir, shape, `kernel_hash` (the task's source hash), variant and seed (also
+//!   in `settings_json`, the serde JSON of [`Settings`]), `evaluator` (e.g.
+//!   `replay:/path/file.jsonl` or `cuda`), device, toolchain, command line, `created_at`,
+//!   `finished_at` (UTC, RFC 3339), and once finished `stopped_by`, `elapsed_s` and the final
+//!   elites (`elites_json`).
+//! - `trials`: one row per evaluated candidate, keyed by `(run_id, seq)`: candidate key,
+//!   `source` (`base` or `src:<sha256>`), the config as a JSON object of knob values, the full
+//!   [`Evaluation`](crate::eval::Evaluation) as JSON plus indexed copies of its figures
+//!   (`outcome`, `p50_us`, `p90_us`, `registers`, `smem_bytes`, `spill_bytes`,
+//!   `max_abs_err`, `bottleneck`), `reused`, `wall_s`, `elapsed_s`, `profiled` and the
+//!   profile JSON, and `elites_json`: the elite set after this trial, best first.
+//! - `measurements`: what may be reused across runs, keyed by `(kernel_hash, candidate_key,
+//!   shape, device, toolchain)`: the evaluation JSON of the latest fresh measurement (never a
+//!   `missing` one, never a reused one), with the run and seq it came from; separately
+//!   `profiled` and the profile JSON (`profiled = 1` with no profile: profiled before, no
+//!   profiler was there).
+//! - `sources`: kernel source variants by sha256 (code, parents, operator, model, prompt hash,
+//!   answer); empty for now.
+//!
+//! JSON columns of evaluations and profiles come with a `*_nonfinite` column that keeps the
+//! floats JSON cannot hold (NaN, ±infinity), so every trial loads back exactly as recorded.
+
+mod codec;
+mod journal;
+mod schema;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::candidate::{Candidate, SourceRef};
+use crate::eval::replay::LandscapeRecord;
+use crate::eval::Environment;
+use crate::search::{Elite, SearchResult, Settings, StopReason, Trial, Variant};
+use crate::space::{Layer, Space};
+
+pub use journal::RunJournal;
+pub use schema::SCHEMA_VERSION;
+
+/// Where the store lives unless told otherwise.
+pub const DEFAULT_PATH: &str = "evoengineer.db";
+
+/// How long a write waits for another process's write to finish.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{} has schema version {found}, newer than version {supported} that this evoengineer knows; use a newer evoengineer or another database",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i32,
+        supported: i32,
+    },
+    #[error("{} is not an evoengineer store: {message}", path.display())]
+    NotAStore { path: PathBuf, message: String },
+    #[error("no run {run_id} in {}", path.display())]
+    NoRun { run_id: i64, path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// A value that cannot be written, or a recorded one that cannot be read back.
+    #[error("{}: {what}: {message}", path.display())]
+    Data {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
+}
+
+/// What a run is started with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    pub task: String,
+    pub task_dir: PathBuf,
+    pub shape: String,
+    /// The task's source hash ([`Task::source_hash`](crate::task::Task::source_hash)).
+    pub kernel_hash: String,
+    pub settings: Settings,
+    /// What evaluates the candidates, e.g. `replay:/path/file.jsonl` or `cuda`.
+    pub evaluator: String,
+    pub environment: Environment,
+    pub command_line: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Failed { message: String },
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed { .. } => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunStatus::Failed { message } => write!(f, "failed: {message}"),
+            s => f.write_str(s.as_str()),
+        }
+    }
+}
+
+/// A run as `list_runs` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    pub id: i64,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub task: String,
+    pub shape: String,
+    pub variant: Variant,
+    pub seed: u64,
+    pub status: RunStatus,
+    pub stopped_by: Option<StopReason>,
+    /// Trials recorded.
+    pub evaluations: usize,
+    /// The lowest p50 of a correct candidate, μs.
+    pub best_p50_us: Option<f64>,
+    /// The run's elapsed time when it finished; until then, that of its last trial.
+    pub elapsed_s: Option<f64>,
+}
+
+/// Everything recorded about a run, as the search needs it to resume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub row: RunRow,
+    pub task_dir: PathBuf,
+    pub kernel_hash: String,
+    pub settings: Settings,
+    pub evaluator: String,
+    pub environment: Environment,
+    pub command_line: String,
+    /// In seq order, from 0.
+    pub trials: Vec<Trial>,
+    /// The elite set after each trial, best first; indexed by seq.
+    pub elite_history: Vec<Vec<Elite>>,
+    /// The final elite set of a finished run; otherwise the one after the last trial.
+    pub elites: Vec<Elite>,
+}
+
+/// An open store. Each write is its own transaction; one `Store` per thread.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const RUN_ROW_SELECT: &str =
+    "SELECT r.id, r.created_at, r.finished_at, r.task, r.shape, r.variant, r.seed,
+        r.status, r.message, r.stopped_by,
+        (SELECT count(*) FROM trials t WHERE t.run_id = r.id),
+        (SELECT min(t.p50_us) FROM trials t
+            WHERE t.run_id = r.id AND t.outcome = 'ok' AND t.p50_us < 1e300),
+        coalesce(r.elapsed_s, (SELECT max(t.elapsed_s) FROM trials t WHERE t.run_id = r.id))
+    FROM runs r";
+
+impl Store {
+    /// Opens the store at `path`, creating the file and the schema if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(
+                "{}: journal mode is {mode}, not WAL; concurrent runs will wait on each other more",
+                path.display()
+            );
+        }
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(open_err)?;
+        let store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let version: i32 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(self.db())?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            let tables: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(self.db())?;
+            if tables > 0 {
+                return Err(StoreError::NotAStore {
+                    path: self.path.clone(),
+                    message: format!("it holds {tables} tables but no schema version"),
+                });
+            }
+            tx.execute_batch(schema::CREATE_V1).map_err(self.db())?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(self.db())?;
+        }
+        tx.commit().map_err(self.db())
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE`: takes the write lock now, waiting up to the
+    /// busy timeout, so it never fails half-way for another writer).
+    fn write(&self) -> Result<Transaction<'_>, StoreError> {
+        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(self.db())
+    }
+
+    /// A read transaction: one consistent view for several queries.
+    fn read(&self) -> Result<Transaction<'_>, StoreError> {
+        Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred).map_err(self.db())
+    }
+
+    fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn data(&self, what: impl Into<String>, message: impl ToString) -> StoreError {
+        StoreError::Data {
+            path: self.path.clone(),
+            what: what.into(),
+            message: message.to_string(),
+        }
+    }
+
+    fn no_run(&self, run_id: i64) -> StoreError {
+        StoreError::NoRun {
+            run_id,
+            path: self.path.clone(),
+        }
+    }
+
+    /// Records the start of a run; returns its id.
+    pub fn create_run(&self, run: &NewRun) -> Result<i64, StoreError> {
+        let settings =
+            serde_json::to_string(&run.settings).map_err(|e| self.data("run settings", e))?;
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO runs (created_at, status, task, task_dir, shape, kernel_hash, variant,
+                seed, settings_json, evaluator, device, toolchain, command_line)
+             VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                time::now_utc(),
+                run.task,
+                run.task_dir.to_string_lossy(),
+                run.shape,
+                run.kernel_hash,
+                run.settings.variant.as_str(),
+                run.settings.seed as i64,
+                settings,
+                run.evaluator,
+                run.environment.device,
+                run.environment.toolchain,
+                run.command_line,
+            ],
+        )
+        .map_err(self.db())?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(self.db())?;
+        Ok(id)
+    }
+
+    /// The journal a search of run `run_id` records into. `kernel_hash`, `shape` and `env`
+    /// key the measurements it reuses and leaves for later runs.
+    pub fn journal<'a>(
+        &'a self,
+        run_id: i64,
+        space: &'a Space,
+        kernel_hash: &str,
+        shape: &str,
+        env: &Environment,
+    ) -> Result<RunJournal<'a>, StoreError> {
+        self.check_run(run_id)?;
+        Ok(RunJournal::new(
+            self,
+            space,
+            run_id,
+            kernel_hash.to_string(),
+            shape.to_string(),
+            env.clone(),
+        ))
+    }
+
+    fn check_run(&self, run_id: i64) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", [run_id], |_| Ok(()))
+            .optional()
+            .map_err(self.db())?
+            .ok_or_else(|| self.no_run(run_id))
+    }
+
+    fn update_run(
+        &self,
+        run_id: i64,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let n = tx.execute(sql, params).map_err(self.db())?;
+        if n == 0 {
+            return Err(self.no_run(run_id));
+        }
+        tx.commit().map_err(self.db())
+    }
+
+    /// Marks the run finished, with how it stopped, its time and its final elites.
+    pub fn finish_run(&self, run_id: i64, result: &SearchResult) -> Result<(), StoreError> {
+        let elites =
+            serde_json::to_string(&result.elites).map_err(|e| self.data("final elites", e))?;
+        self.update_run(
+            run_id,
+            "UPDATE runs SET status = 'finished', message = NULL, finished_at = ?2,
+                stopped_by = ?3, elapsed_s = ?4, elites_json = ?5
+             WHERE id = ?1",
+            params![
+                run_id,
+                time::now_utc(),
+                result.stopped_by.as_str(),
+                result.elapsed_s,
+                elites
+            ],
+        )
+    }
+
+    /// Marks the run failed, with why.
+    pub fn fail_run(&self, run_id: i64, message: &str) -> Result<(), StoreError> {
+        self.update_run(
+            run_id,
+            "UPDATE runs SET status = 'failed', message = ?2, finished_at = ?3 WHERE id = ?1",
+            params![run_id, message, time::now_utc()],
+        )
+    }
+
+    /// Marks a run running again, before it is resumed.
+    pub fn reopen_run(&self, run_id: i64) -> Result<(), StoreError> {
+        self.update_run(
+            run_id,
+            "UPDATE runs SET status = 'running', message = NULL, finished_at = NULL,
+                stopped_by = NULL, elapsed_s = NULL, elites_json = NULL
+             WHERE id = ?1",
+            params![run_id],
+        )
+    }
+
+    /// Every run, oldest first.
+    pub fn list_runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let tx = self.read()?;
+        let mut stmt = tx
+            .prepare(&format!("{RUN_ROW_SELECT} ORDER BY r.id"))
+            .map_err(self.db())?;
+        let raw = stmt
+            .query_map([], RawRunRow::read)
+            .map_err(self.db())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.db())?;
+        raw.into_iter().map(|r| self.run_row_of(r)).collect()
+    }
+
+    pub fn run_row(&self, run_id: i64) -> Result<RunRow, StoreError> {
+        self.run_row_in(&self.conn, run_id)
+    }
+
+    fn run_row_in(&self, conn: &Connection, run_id: i64) -> Result<RunRow, StoreError> {
+        let raw = conn
+            .query_row(
+                &format!("{RUN_ROW_SELECT} WHERE r.id = ?1"),
+                [run_id],
+                RawRunRow::read,
+            )
+            .optional()
+            .map_err(self.db())?
+            .ok_or_else(|| self.no_run(run_id))?;
+        self.run_row_of(raw)
+    }
+
+    fn run_row_of(&self, r: RawRunRow) -> Result<RunRow, StoreError> {
+        let what = || format!("run {}", r.id);
+        let variant = Variant::parse(&r.variant)
+            .ok_or_else(|| self.data(what(), format!("unknown variant `{}`", r.variant)))?;
+        let status = match r.status.as_str() {
+            "running" => RunStatus::Running,
+            "finished" => RunStatus::Finished,
+            "failed" => RunStatus::Failed {
+                message: r.message.unwrap_or_default(),
+            },
+            s => return Err(self.data(what(), format!("unknown status `{s}`"))),
+        };
+        let stopped_by = match r.stopped_by.as_deref() {
+            None => None,
+            Some(s) => Some(
+                StopReason::parse(s)
+                    .ok_or_else(|| self.data(what(), format!("unknown stop reason `{s}`")))?,
+            ),
+        };
+        Ok(RunRow {
+            id: r.id,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            task: r.task,
+            shape: r.shape,
+            variant,
+            seed: r.seed as u64,
+            status,
+            stopped_by,
+            evaluations: r.evaluations as usize,
+            best_p50_us: r.best_p50_us,
+            elapsed_s: r.elapsed_s,
+        })
+    }
+
+    /// Everything recorded about run `run_id`; `space` rebuilds the candidates' configs (it
+    /// must be the space of the task the run searched).
+    pub fn load_run(&self, run_id: i64, space: &Space) -> Result<RunRecord, StoreError> {
+        let tx = self.read()?;
+        let row = self.run_row_in(&tx, run_id)?;
+        let what = format!("run {run_id}");
+        let meta = tx
+            .query_row(
+                "SELECT task_dir, kernel_hash, settings_json, evaluator, device, toolchain,
+                    command_line, elites_json
+                 FROM runs WHERE id = ?1",
+                [run_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                },
+            )
+            .map_err(self.db())?;
+        let (
+            task_dir,
+            kernel_hash,
+            settings,
+            evaluator,
+            device,
+            toolchain,
+            command_line,
+            final_elites,
+        ) = meta;
+        let settings: Settings = serde_json::from_str(&settings)
+            .map_err(|e| self.data(format!("{what}: settings"), e))?;
+
+        let mut stmt = tx
+            .prepare(
+                "SELECT seq, candidate_key, source, config_json, evaluation_json,
+                    evaluation_nonfinite, reused, wall_s, elapsed_s, profiled, profile_json,
+                    profile_nonfinite, elites_json
+                 FROM trials WHERE run_id = ?1 ORDER BY seq",
+            )
+            .map_err(self.db())?;
+        let raw = stmt
+            .query_map([run_id], RawTrial::read)
+            .map_err(self.db())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.db())?;
+        drop(stmt);
+        tx.commit().map_err(self.db())?;
+
+        let mut trials = Vec::with_capacity(raw.len());
+        let mut snapshots = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let what = format!("{what}, trial {}", r.seq);
+            if r.seq != i as i64 {
+                return Err(self.data(
+                    what,
+                    format!("expected trial {i} here: the record has a gap"),
+                ));
+            }
+            let (trial, elites) = self.trial_of(r, space).map_err(|m| self.data(what, m))?;
+            trials.push(trial);
+            snapshots.push(elites);
+        }
+
+        let macros = space.layer_indices(Layer::Macro);
+        let by_key: HashMap<&str, &Trial> = trials.iter().map(|t| (t.key.as_str(), t)).collect();
+        let rebuild = |json: &str, at: &str| -> Result<Vec<Elite>, StoreError> {
+            elites_of(json, &by_key, &macros)
+                .map_err(|m| self.data(format!("run {run_id}, {at}: elites"), m))
+        };
+        let elite_history = snapshots
+            .iter()
+            .enumerate()
+            .map(|(seq, json)| rebuild(json, &format!("trial {seq}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let elites = match &final_elites {
+            Some(json) => rebuild(json, "final")?,
+            None => elite_history.last().cloned().unwrap_or_default(),
+        };
+
+        Ok(RunRecord {
+            row,
+            task_dir: PathBuf::from(task_dir),
+            kernel_hash,
+            settings,
+            evaluator,
+            environment: Environment { device, toolchain },
+            command_line,
+            trials,
+            elite_history,
+            elites,
+        })
+    }
+
+    fn trial_of(&self, r: RawTrial, space: &Space) -> Result<(Trial, String), String> {
+        let source = parse_source(&r.source)?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&r.config_json).map_err(|e| format!("config: {e}"))?;
+        let config = space.from_json(&map).map_err(|e| {
+            format!(
+                "the recorded config {} does not fit the task's knobs ({e}); did the task change since the run?",
+                r.config_json
+            )
+        })?;
+        let evaluation = codec::decode(
+            &r.evaluation_json,
+            r.evaluation_nonfinite.as_deref(),
+            codec::evaluation_floats,
+        )
+        .map_err(|e| format!("evaluation: {e}"))?;
+        let profile = match &r.profile_json {
+            None => None,
+            Some(json) => Some(
+                codec::decode(json, r.profile_nonfinite.as_deref(), codec::profile_floats)
+                    .map_err(|e| format!("profile: {e}"))?,
+            ),
+        };
+        let trial = Trial {
+            seq: r.seq as usize,
+            candidate: Candidate { source, config },
+            key: r.key,
+            evaluation,
+            reused: r.reused,
+            wall_s: r.wall_s,
+            elapsed_s: r.elapsed_s,
+            profiled: r.profiled,
+            profile,
+        };
+        Ok((trial, r.elites_json))
+    }
+
+    /// The run as landscape records, one per trial in seq order, for `export`: the trial's
+    /// profile fills `bottleneck` and `metrics`; `extra` holds `message` (if any), `device`,
+    /// `toolchain`, `run_id`, `seq` and `candidate` (the key).
+    pub fn export_records(
+        &self,
+        run_id: i64,
+        space: &Space,
+    ) -> Result<Vec<LandscapeRecord>, StoreError> {
+        let run = self.load_run(run_id, space)?;
+        Ok(run
+            .trials
+            .iter()
+            .map(|t| {
+                let mut rec = LandscapeRecord::from_evaluation(
+                    space.to_json(&t.candidate.config),
+                    &run.row.shape,
+                    &t.candidate.source,
+                    &t.evaluation,
+                );
+                if let Some(p) = &t.profile {
+                    rec.bottleneck = p.bottleneck.or(rec.bottleneck);
+                    if !p.metrics.is_empty() {
+                        rec.metrics = Some(p.metrics.clone());
+                    }
+                }
+                let extra = &mut rec.extra;
+                if let Some(m) = &t.evaluation.message {
+                    extra.insert("message".into(), m.clone().into());
+                }
+                extra.insert("device".into(), run.environment.device.clone().into());
+                extra.insert("toolchain".into(), run.environment.toolchain.clone().into());
+                extra.insert("run_id".into(), run_id.into());
+                extra.insert("seq".into(), t.seq.into());
+                extra.insert("candidate".into(), t.key.clone().into());
+                rec
+            })
+            .collect())
+    }
+}
+
+struct RawRunRow {
+    id: i64,
+    created_at: String,
+    finished_at: Option<String>,
+    task: String,
+    shape: String,
+    variant: String,
+    seed: i64,
+    status: String,
+    message: Option<String>,
+    stopped_by: Option<String>,
+    evaluations: i64,
+    best_p50_us: Option<f64>,
+    elapsed_s: Option<f64>,
+}
+
+impl RawRunRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRunRow> {
+        Ok(RawRunRow {
+            id: r.get(0)?,
+            created_at: r.get(1)?,
+            finished_at: r.get(2)?,
+            task: r.get(3)?,
+            shape: r.get(4)?,
+            variant: r.get(5)?,
+            seed: r.get(6)?,
+            status: r.get(7)?,
+            message: r.get(8)?,
+            stopped_by: r.get(9)?,
+            evaluations: r.get(10)?,
+            best_p50_us: r.get(11)?,
+            elapsed_s: r.get(12)?,
+        })
+    }
+}
+
+struct RawTrial {
+    seq: i64,
+    key: String,
+    source: String,
+    config_json: String,
+    evaluation_json: String,
+    evaluation_nonfinite: Option<String>,
+    reused: bool,
+    wall_s: f64,
+    elapsed_s: f64,
+    profiled: bool,
+    profile_json: Option<String>,
+    profile_nonfinite: Option<String>,
+    elites_json: String,
+}
+
+impl RawTrial {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTrial> {
+        Ok(RawTrial {
+            seq: r.get(0)?,
+            key: r.get(1)?,
+            source: r.get(2)?,
+            config_json: r.get(3)?,
+            evaluation_json: r.get(4)?,
+            evaluation_nonfinite: r.get(5)?,
+            reused: r.get(6)?,
+            wall_s: r.get(7)?,
+            elapsed_s: r.get(8)?,
+            profiled: r.get(9)?,
+            profile_json: r.get(10)?,
+            profile_nonfinite: r.get(11)?,
+            elites_json: r.get(12)?,
+        })
+    }
+}
+
+/// `base` or `src:<sha256>`, as the `source` column holds it.
+fn source_text(source: &SourceRef) -> String {
+    match source {
+        SourceRef::Base => "base".to_string(),
+        SourceRef::Variant(hash) => format!("src:{hash}"),
+    }
+}
+
+fn parse_source(text: &str) -> Result<SourceRef, String> {
+    match text {
+        "base" => Ok(SourceRef::Base),
+        _ => match text.strip_prefix("src:") {
+            Some(hash) if !hash.is_empty() => Ok(SourceRef::Variant(hash.to_string())),
+            _ => Err(format!("unknown source `{text}`")),
+        },
+    }
+}
+
+/// An elite set from its JSON. Each member is rebuilt from the run's trial of the same key,
+/// exactly as the search built it; a member whose trial is not in the run is read from the
+/// JSON as it is (without candidate and macro key).
+fn elites_of(
+    json: &str,
+    trials: &HashMap<&str, &Trial>,
+    macros: &[usize],
+) -> Result<Vec<Elite>, String> {
+    let members: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    members
+        .into_iter()
+        .map(|m| {
+            let key = m.get("key").and_then(|k| k.as_str());
+            if let Some(e) = key
+                .and_then(|k| trials.get(k))
+                .and_then(|t| elite_of(t, macros))
+            {
+                return Ok(e);
+            }
+            serde_json::from_value::<Elite>(m).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// The elite the search makes of a trial (see `search::run`).
+fn elite_of(t: &Trial, macros: &[usize]) -> Option<Elite> {
+    Some(Elite {
+        key: t.key.clone(),
+        candidate: Some(t.candidate.clone()),
+        p50_us: t.evaluation.p50_us()?,
+        p90_us: t.evaluation.p90_us()?,
+        registers: t.evaluation.registers(),
+        smem_bytes: t.evaluation.smem_bytes(),
+        macro_key: macros.iter().map(|&i| t.candidate.config.0[i]).collect(),
+    })
+}
