@@ -41,7 +41,12 @@ enum Command {
 #[derive(clap::Args, Clone)]
 struct DbArg {
     /// The SQLite store [default: ./evoengineer.db]
-    #[arg(long, value_name = "PATH", default_value = "evoengineer.db", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "evoengineer.db",
+        hide_default_value = true
+    )]
     db: PathBuf,
 }
 

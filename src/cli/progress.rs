@@ -2,9 +2,9 @@
 
 use std::io::IsTerminal;
 
-use evoengineer::search::{Elite, Journal, JournalError, Trial};
 use evoengineer::eval::Evaluation;
 use evoengineer::insight::Profile;
+use evoengineer::search::{Elite, Journal, JournalError, Trial};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress<J> {
@@ -60,14 +60,18 @@ impl<J: Journal> Journal for Progress<J> {
         self.inner.trial(trial, elites)?;
         self.done = trial.seq + 1;
         self.best = elites.first().map(|e| e.p50_us);
-        let best = self.best.map(|b| format!("best {b:.2} us")).unwrap_or_else(|| "no correct candidate yet".into());
+        let best = self
+            .best
+            .map(|b| format!("best {b:.2} us"))
+            .unwrap_or_else(|| "no correct candidate yet".into());
         match &self.bar {
             Some(bar) => {
                 bar.set_position(self.done as u64);
                 bar.set_message(best);
             }
             None => {
-                let rate = (self.done - self.replayed) as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+                let rate = (self.done - self.replayed) as f64
+                    / self.started.elapsed().as_secs_f64().max(1e-9);
                 let result = match trial.evaluation.p50_us() {
                     Some(p) => format!("{p:.2} us"),
                     None => trial.evaluation.outcome.to_string(),

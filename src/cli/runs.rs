@@ -77,7 +77,16 @@ pub fn list(a: RunsArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{:>4}  {:<20} {:<12} {:<10} {:<8} {:>6} {:>5}  {:<10} {:<10} {:>10}",
-        "id", "created", "task", "shape", "variant", "seed", "evals", "status", "stopped", "best us"
+        "id",
+        "created",
+        "task",
+        "shape",
+        "variant",
+        "seed",
+        "evals",
+        "status",
+        "stopped",
+        "best us"
     );
     for r in runs {
         println!(
@@ -99,7 +108,8 @@ pub fn list(a: RunsArgs) -> anyhow::Result<ExitCode> {
 
 fn load(store: &Store, run_id: i64) -> anyhow::Result<(Task, RunRecord)> {
     let dir = store.run_task_dir(run_id)?;
-    let task = Task::load(&dir).with_context(|| format!("run {run_id} was made on the task in {}", dir.display()))?;
+    let task = Task::load(&dir)
+        .with_context(|| format!("run {run_id} was made on the task in {}", dir.display()))?;
     let record = store.load_run(run_id, &task.space)?;
     Ok((task, record))
 }
@@ -108,19 +118,29 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.db.db)?;
     let (task, rec) = load(&store, a.run_id)?;
     let config = |e: &evoengineer::search::Elite| {
-        e.candidate.as_ref().map(|c| task.space.display(&c.config)).unwrap_or_else(|| e.key.clone())
+        e.candidate
+            .as_ref()
+            .map(|c| task.space.display(&c.config))
+            .unwrap_or_else(|| e.key.clone())
     };
     let why = match rec.row.stopped_by {
         Some(r) => match r {
-            evoengineer::search::StopReason::Budget => format!("budget: {} evaluations made", rec.settings.limits.budget),
+            evoengineer::search::StopReason::Budget => {
+                format!("budget: {} evaluations made", rec.settings.limits.budget)
+            }
             evoengineer::search::StopReason::Converged => format!(
                 "converged: the elite set did not change for {} evaluations",
                 rec.settings.limits.patience
             ),
             evoengineer::search::StopReason::TimeLimit => "time limit reached".to_string(),
-            evoengineer::search::StopReason::Exhausted => "exhausted: nothing new left to propose".to_string(),
+            evoengineer::search::StopReason::Exhausted => {
+                "exhausted: nothing new left to propose".to_string()
+            }
         },
-        None => format!("not stopped ({}); resume with `evoengineer tune --resume {}`", rec.row.status, a.run_id),
+        None => format!(
+            "not stopped ({}); resume with `evoengineer tune --resume {}`",
+            rec.row.status, a.run_id
+        ),
     };
     if a.json {
         let elite = |e: &evoengineer::search::Elite| {
@@ -164,15 +184,26 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let s = &rec.settings;
-    println!("run {}: task {} shape {}, variant {}, seed {}", a.run_id, rec.row.task, rec.row.shape, s.variant, s.seed);
-    println!("  evaluator {} on {} ({})", rec.evaluator, rec.environment.device, rec.environment.toolchain);
+    println!(
+        "run {}: task {} shape {}, variant {}, seed {}",
+        a.run_id, rec.row.task, rec.row.shape, s.variant, s.seed
+    );
+    println!(
+        "  evaluator {} on {} ({})",
+        rec.evaluator, rec.environment.device, rec.environment.toolchain
+    );
     println!(
         "  {} evaluations in {:.1} s; stopped by {why}",
         rec.trials.len(),
         rec.row.elapsed_s.unwrap_or(0.0)
     );
     match rec.elites.first() {
-        Some(w) => println!("winner: p50 {:.2} us, p90 {:.2} us  {}", w.p50_us, w.p90_us, config(w)),
+        Some(w) => println!(
+            "winner: p50 {:.2} us, p90 {:.2} us  {}",
+            w.p50_us,
+            w.p90_us,
+            config(w)
+        ),
         None => println!("winner: none (no candidate passed every gate)"),
     }
     for (i, e) in rec.elites.iter().enumerate() {
@@ -180,13 +211,20 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             "  elite {}: p50 {:>10.2} us  regs {:>4}  smem {:>7}  {}",
             i + 1,
             e.p50_us,
-            e.registers.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-            e.smem_bytes.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            e.registers
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into()),
+            e.smem_bytes
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into()),
             config(e)
         );
     }
     println!("trajectory:");
-    println!("  {:>4}  {:<14} {:>10} {:>10}  {:<9}  candidate", "seq", "outcome", "p50 us", "best us", "class");
+    println!(
+        "  {:>4}  {:<14} {:>10} {:>10}  {:<9}  candidate",
+        "seq", "outcome", "p50 us", "best us", "class"
+    );
     let mut best = f64::INFINITY;
     for t in &rec.trials {
         let p = t.evaluation.p50_us();
@@ -201,7 +239,11 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             us(p),
             us(best.is_finite().then_some(best)),
             if improved { "*" } else { " " },
-            t.profile.as_ref().and_then(|p| p.bottleneck).map(|b| b.as_str()).unwrap_or("-"),
+            t.profile
+                .as_ref()
+                .and_then(|p| p.bottleneck)
+                .map(|b| b.as_str())
+                .unwrap_or("-"),
             t.key,
             if t.reused { "  (reused)" } else { "" }
         );
@@ -234,8 +276,16 @@ pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
             )?;
             for (i, r) in records.iter().enumerate() {
                 let opt = |v: Option<String>| v.unwrap_or_default();
-                let seq = r.extra.get("seq").and_then(|v| v.as_u64()).unwrap_or(i as u64);
-                let key = r.extra.get("candidate").and_then(|v| v.as_str()).unwrap_or("");
+                let seq = r
+                    .extra
+                    .get("seq")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(i as u64);
+                let key = r
+                    .extra
+                    .get("candidate")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
                 let values: Vec<String> = knobs
                     .iter()
                     .map(|k| r.config.get(*k).map(|v| v.to_string()).unwrap_or_default())

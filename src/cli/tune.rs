@@ -16,10 +16,12 @@ use super::progress::Progress;
 use super::{DbArg, VariantArg};
 
 #[derive(clap::Args)]
-#[command(after_help = "Termination: whichever comes first of --budget evaluations, --patience \
+#[command(
+    after_help = "Termination: whichever comes first of --budget evaluations, --patience \
 evaluations without a change of the elite set (not during Full's first layer, never for grid \
 and random), --time-limit, and an exhausted space. A run killed at any point resumes with \
---resume RUN_ID, losing at most the candidate in flight.")]
+--resume RUN_ID, losing at most the candidate in flight."
+)]
 pub struct TuneArgs {
     /// The task folder (holding task.toml); not needed with --resume
     #[arg(value_name = "TASK_DIR", required_unless_present = "resume")]
@@ -29,7 +31,7 @@ pub struct TuneArgs {
     #[arg(long, value_enum, default_value = "full")]
     variant: VariantArg,
 
-    /// Evaluations at most [default: 100; grid: the whole space]
+    /// Evaluations at most [default: 100; grid: no limit]
     #[arg(long, value_name = "N")]
     budget: Option<usize>,
 
@@ -101,11 +103,16 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         Some(id) => {
             let row = store.run_row(id)?;
             let task_dir = store.run_task_dir(id)?;
-            let task = Task::load(&task_dir)
-                .with_context(|| format!("run {id} was made on the task in {}", task_dir.display()))?;
+            let task = Task::load(&task_dir).with_context(|| {
+                format!("run {id} was made on the task in {}", task_dir.display())
+            })?;
             if let Some(dir) = &a.task_dir {
                 if Task::load(dir)?.manifest != task.manifest {
-                    bail!("run {id} is of the task in {}, not {}", task_dir.display(), dir.display());
+                    bail!(
+                        "run {id} is of the task in {}, not {}",
+                        task_dir.display(),
+                        dir.display()
+                    );
                 }
             }
             let record = store.load_run(id, &task.space)?;
@@ -114,12 +121,23 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
             }
             let offset = record.trials.last().map(|t| t.elapsed_s).unwrap_or(0.0);
             store.reopen_run(id)?;
-            (Some(id), task, row.shape, record.settings, record.evaluator, record.trials, offset)
+            (
+                Some(id),
+                task,
+                row.shape,
+                record.settings,
+                record.evaluator,
+                record.trials,
+                offset,
+            )
         }
         None => {
-            let dir = a.task_dir.as_ref().expect("clap requires TASK_DIR without --resume");
+            let dir = a
+                .task_dir
+                .as_ref()
+                .expect("clap requires TASK_DIR without --resume");
             let task = Task::load(dir)?;
-            let settings = settings_from(&a, &task)?;
+            let settings = settings_from(&a)?;
             let shape = match &a.shape {
                 Some(s) => s.clone(),
                 None => task.default_shape().name.clone(),
@@ -135,7 +153,11 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         format!(
             "task `{}` has no shape `{shape_name}`; its shapes are {}",
             task.name,
-            task.shapes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            task.shapes
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })?;
 
@@ -162,7 +184,11 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
             shape.describe(),
             settings.variant,
             settings.seed,
-            settings.limits.budget,
+            if settings.limits.budget == usize::MAX {
+                "none".to_string()
+            } else {
+                settings.limits.budget.to_string()
+            },
             env.device
         );
     }
@@ -182,28 +208,32 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(e) => {
             let _ = store.fail_run(run_id, &e.to_string());
-            return Err(anyhow::Error::new(e).context(format!("run {run_id} failed (resume it with --resume {run_id})")));
+            return Err(anyhow::Error::new(e).context(format!(
+                "run {run_id} failed (resume it with --resume {run_id})"
+            )));
         }
     };
     store.finish_run(run_id, &result)?;
 
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary_json(run_id, &task, shape, &settings, &result))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary_json(run_id, &task, shape, &settings, &result))?
+        );
     } else {
         print_summary(run_id, &task, &settings, &result);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn settings_from(a: &TuneArgs, task: &Task) -> anyhow::Result<Settings> {
+fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
     let variant: Variant = a.variant.into();
     let mut s = Settings::new(variant, a.seed);
     s.limits.budget = match (a.budget, variant) {
         (Some(0), _) => bail!("--budget must be at least 1"),
         (Some(b), _) => b,
-        (None, Variant::Grid) => {
-            usize::try_from(task.space.raw_size()).unwrap_or(usize::MAX)
-        }
+        // The grid's budget is the whole space: it stops by exhausting it.
+        (None, Variant::Grid) => usize::MAX,
         (None, _) => 100,
     };
     if a.elites == 0 {
@@ -219,8 +249,9 @@ fn settings_from(a: &TuneArgs, task: &Task) -> anyhow::Result<Settings> {
         .time_limit
         .as_deref()
         .map(|t| {
-            humantime::parse_duration(t)
-                .with_context(|| format!("--time-limit `{t}`: expected a duration such as 90s, 30m or 4h"))
+            humantime::parse_duration(t).with_context(|| {
+                format!("--time-limit `{t}`: expected a duration such as 90s, 30m or 4h")
+            })
         })
         .transpose()?;
     s.diverse = a.diverse;
@@ -233,18 +264,29 @@ fn settings_from(a: &TuneArgs, task: &Task) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
-fn make_evaluator(desc: &str, task: &Task, delay_ms: Option<u64>) -> anyhow::Result<Box<dyn Evaluator>> {
+fn make_evaluator(
+    desc: &str,
+    task: &Task,
+    delay_ms: Option<u64>,
+) -> anyhow::Result<Box<dyn Evaluator>> {
     if let Some(path) = desc.strip_prefix("replay:") {
         let mut r = ReplayEvaluator::load(Path::new(path), task)?;
         if r.skipped > 0 {
-            eprintln!("note: {} lines of {} do not fit the task's knobs and were skipped", r.skipped, path);
+            eprintln!(
+                "note: {} lines of {} do not fit the task's knobs and were skipped",
+                r.skipped, path
+            );
         }
         r.delay = delay_ms.map(Duration::from_millis);
         return Ok(Box::new(r));
     }
     let hint = recorded_landscapes(task);
     let hint = match hint.first() {
-        Some(p) => format!("\nreplay a recorded run instead:\n  evoengineer tune {} --replay {}", task.dir.display(), p.display()),
+        Some(p) => format!(
+            "\nreplay a recorded run instead:\n  evoengineer tune {} --replay {}",
+            task.dir.display(),
+            p.display()
+        ),
         None => String::new(),
     };
     bail!("no GPU evaluator is available in this build, and no --replay was given{hint}")
@@ -278,7 +320,13 @@ fn elite_json(task: &Task, e: &Elite) -> serde_json::Value {
 
 /// The object `tune --json` prints. Nothing in it depends on time, so two runs of the same
 /// search print the same object but for `run_id`.
-fn summary_json(run_id: i64, task: &Task, shape: &evoengineer::task::Shape, s: &Settings, r: &SearchResult) -> serde_json::Value {
+fn summary_json(
+    run_id: i64,
+    task: &Task,
+    shape: &evoengineer::task::Shape,
+    s: &Settings,
+    r: &SearchResult,
+) -> serde_json::Value {
     json!({
         "run_id": run_id,
         "task": task.name,
@@ -293,7 +341,11 @@ fn summary_json(run_id: i64, task: &Task, shape: &evoengineer::task::Shape, s: &
 }
 
 fn print_summary(run_id: i64, task: &Task, s: &Settings, r: &SearchResult) {
-    let failed = r.trials.iter().filter(|t| t.evaluation.p50_us().is_none()).count();
+    let failed = r
+        .trials
+        .iter()
+        .filter(|t| t.evaluation.p50_us().is_none())
+        .count();
     let reused = r.trials.iter().filter(|t| t.reused).count();
     println!(
         "run {run_id}: {} evaluations ({failed} failed a gate, {reused} reused from earlier runs), stopped by {}",
@@ -302,10 +354,21 @@ fn print_summary(run_id: i64, task: &Task, s: &Settings, r: &SearchResult) {
     );
     match r.winner() {
         Some(w) => {
-            let config = w.candidate.as_ref().map(|c| task.space.display(&c.config)).unwrap_or_default();
-            println!("winner: p50 {:.2} us, p90 {:.2} us  {config}", w.p50_us, w.p90_us);
+            let config = w
+                .candidate
+                .as_ref()
+                .map(|c| task.space.display(&c.config))
+                .unwrap_or_default();
+            println!(
+                "winner: p50 {:.2} us, p90 {:.2} us  {config}",
+                w.p50_us, w.p90_us
+            );
             for (i, e) in r.elites.iter().enumerate().skip(1) {
-                let config = e.candidate.as_ref().map(|c| task.space.display(&c.config)).unwrap_or_default();
+                let config = e
+                    .candidate
+                    .as_ref()
+                    .map(|c| task.space.display(&c.config))
+                    .unwrap_or_default();
                 println!("elite {}: p50 {:.2} us  {config}", i + 1, e.p50_us);
             }
         }

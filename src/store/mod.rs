@@ -418,6 +418,18 @@ impl Store {
         self.run_row_in(&self.conn, run_id)
     }
 
+    /// The folder of the task a run was made on (needed to load the run's space).
+    pub fn run_task_dir(&self, run_id: i64) -> Result<PathBuf, StoreError> {
+        self.conn
+            .query_row("SELECT task_dir FROM runs WHERE id = ?1", [run_id], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(self.db())?
+            .map(PathBuf::from)
+            .ok_or_else(|| self.no_run(run_id))
+    }
+
     fn run_row_in(&self, conn: &Connection, run_id: i64) -> Result<RunRow, StoreError> {
         let raw = conn
             .query_row(

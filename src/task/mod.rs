@@ -561,7 +561,7 @@ impl Builder<'_> {
                 "no argument is an output: nothing could be checked",
             ));
         }
-        if !(k.timeout_s.unwrap_or(10.0) > 0.0) {
+        if k.timeout_s.unwrap_or(10.0).partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(self.err("kernel.timeout_s", "must be positive"));
         }
         Ok(KernelSpec {

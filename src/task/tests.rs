@@ -172,7 +172,7 @@ fn kernel_sections_are_checked() {
     assert_eq!(k.launch.grid[0].eval_int([("A", 2), ("N", 8)]).unwrap(), 4);
     assert_eq!(k.launch.grid[1].eval_int([]).unwrap(), 1);
     let cases = [
-        (format!("{base}"), "at least one [[kernel.arg]]"),
+        (base.to_string(), "at least one [[kernel.arg]]"),
         (format!("{base}{}", arg.replace("output", "input")), "no argument is an output"),
         (format!("{base}{}", arg.replace("len = \"N\"", "len = \"M\"")), "kernel.arg[0] (y).len"),
         (format!("{base}{}", arg.replace("f32", "f64")), "f64"),
