@@ -34,13 +34,25 @@ fn write_landscape(dir: &Path) -> PathBuf {
     let mut lines = Vec::new();
     for i in 0..128u32 {
         let bits: Vec<i64> = (0..7).map(|b| ((i >> (6 - b)) & 1) as i64).collect();
-        let values = [bits[0], bits[1], 32 << bits[2], 32 << bits[3], 1 + bits[4], bits[5], bits[6]];
-        let config: serde_json::Map<String, Value> =
-            names.iter().zip(values).map(|(n, v)| (n.to_string(), v.into())).collect();
+        let values = [
+            bits[0],
+            bits[1],
+            32 << bits[2],
+            32 << bits[3],
+            1 + bits[4],
+            bits[5],
+            bits[6],
+        ];
+        let config: serde_json::Map<String, Value> = names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| (n.to_string(), v.into()))
+            .collect();
         if i % 13 == 5 {
             continue;
         }
-        let mut obj = serde_json::json!({ "config": config, "shape": "mission", "note": "extra field" });
+        let mut obj =
+            serde_json::json!({ "config": config, "shape": "mission", "note": "extra field" });
         if i % 7 == 3 {
             obj["outcome"] = "compile_error".into();
         } else if i % 11 == 4 {
@@ -48,7 +60,10 @@ fn write_landscape(dir: &Path) -> PathBuf {
             obj["max_abs_err"] = 0.5.into();
         } else {
             // Warp specialisation, persistence and 64-wide tiles help; a ripple on top.
-            let p50 = 656.0 - 40.0 * bits[0] as f64 - 30.0 * bits[1] as f64 - 20.0 * bits[2] as f64
+            let p50 = 656.0
+                - 40.0 * bits[0] as f64
+                - 30.0 * bits[1] as f64
+                - 20.0 * bits[2] as f64
                 - 10.0 * bits[3] as f64
                 - 5.0 * bits[4] as f64
                 + 3.0 * bits[5] as f64
@@ -57,7 +72,8 @@ fn write_landscape(dir: &Path) -> PathBuf {
             obj["p50_us"] = p50.into();
             obj["p90_us"] = (p50 * 1.05).into();
             obj["registers"] = (96 + 8 * (i % 5)).into();
-            obj["bottleneck"] = ["compute", "memory", "occupancy", "balanced"][(i % 4) as usize].into();
+            obj["bottleneck"] =
+                ["compute", "memory", "occupancy", "balanced"][(i % 4) as usize].into();
         }
         lines.push(obj.to_string());
     }
@@ -78,9 +94,16 @@ fn tune_json(db: &Path, landscape: &Path, extra: &[&str]) -> Value {
         .args(extra)
         .output()
         .unwrap();
-    assert!(out.status.success(), "tune failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tune failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -98,7 +121,15 @@ fn every_variant_prints_the_same_object_twice_but_for_run_id() {
         let a = tune_json(&db, &land, &["--variant", variant, "--seed", "5"]);
         let b = tune_json(&db, &land, &["--variant", variant, "--seed", "5"]);
         assert_ne!(a["run_id"], b["run_id"]);
-        for key in ["run_id", "variant", "seed", "evaluations", "stopped_by", "winner", "elites"] {
+        for key in [
+            "run_id",
+            "variant",
+            "seed",
+            "evaluations",
+            "stopped_by",
+            "winner",
+            "elites",
+        ] {
             assert!(a.get(key).is_some(), "{variant}: no `{key}` in {a}");
         }
         assert_eq!(a["variant"], variant);
@@ -107,7 +138,10 @@ fn every_variant_prints_the_same_object_twice_but_for_run_id() {
         let elites = a["elites"].as_array().unwrap();
         assert!(!elites.is_empty() && elites.len() <= 3);
         assert_eq!(a["winner"], elites[0]);
-        let p: Vec<f64> = elites.iter().map(|e| e["p50_us"].as_f64().unwrap()).collect();
+        let p: Vec<f64> = elites
+            .iter()
+            .map(|e| e["p50_us"].as_f64().unwrap())
+            .collect();
         assert!(p.windows(2).all(|w| w[0] <= w[1]), "{variant}: {p:?}");
     }
 }
@@ -138,12 +172,21 @@ fn failures_and_missing_configs_never_win() {
         assert_eq!(line["outcome"], "ok");
     }
     // The export says what happened to each.
-    let out = evo(&db).args(["export", "1", "--format", "jsonl", "--db"]).arg(&db).output().unwrap();
+    let out = evo(&db)
+        .args(["export", "1", "--format", "jsonl", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let outcomes: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["outcome"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(outcomes.len(), 128);
     for o in ["ok", "compile_error", "incorrect", "missing"] {
@@ -158,7 +201,13 @@ fn an_export_replays_to_the_same_result() {
     let db = dir.path().join("runs.db");
     let a = tune_json(&db, &land, &["--variant", "grid"]);
     let exported = dir.path().join("exported.jsonl");
-    let st = evo(&db).args(["export", "1", "--db"]).arg(&db).arg("--out").arg(&exported).status().unwrap();
+    let st = evo(&db)
+        .args(["export", "1", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&exported)
+        .status()
+        .unwrap();
     assert!(st.success());
     let b = tune_json(&db, &exported, &["--variant", "grid"]);
     assert_eq!(a["winner"], b["winner"]);
@@ -174,15 +223,36 @@ fn runs_show_and_csv_export() {
     let id = v["run_id"].to_string();
     let out = evo(&db).args(["runs", "--db"]).arg(&db).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("sdpa_fp8") && text.contains("finished"), "{text}");
-    let out = evo(&db).args(["show", &id, "--db"]).arg(&db).output().unwrap();
+    assert!(
+        text.contains("sdpa_fp8") && text.contains("finished"),
+        "{text}"
+    );
+    let out = evo(&db)
+        .args(["show", &id, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("winner: p50") && text.contains("trajectory") && text.contains("stopped by"), "{text}");
-    let out = evo(&db).args(["show", &id, "--json", "--db"]).arg(&db).output().unwrap();
+    assert!(
+        text.contains("winner: p50") && text.contains("trajectory") && text.contains("stopped by"),
+        "{text}"
+    );
+    let out = evo(&db)
+        .args(["show", &id, "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["winner"]["p50_us"], v["winner"]["p50_us"]);
-    assert_eq!(shown["trajectory"].as_array().unwrap().len(), v["evaluations"].as_u64().unwrap() as usize);
-    let out = evo(&db).args(["export", &id, "--format", "csv", "--db"]).arg(&db).output().unwrap();
+    assert_eq!(
+        shown["trajectory"].as_array().unwrap().len(),
+        v["evaluations"].as_u64().unwrap() as usize
+    );
+    let out = evo(&db)
+        .args(["export", &id, "--format", "csv", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
     assert!(lines.next().unwrap().ends_with("USE_CP_ASYNC_3STAGE"));
@@ -195,22 +265,81 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
     let land = write_landscape(dir.path());
     let db = dir.path().join("runs.db");
     let garbage = dir.path().join("garbage.jsonl");
-    std::fs::write(&garbage, "{\"config\": {}, \"outcome\": \"ok\"}\nnot json\n").unwrap();
+    std::fs::write(
+        &garbage,
+        "{\"config\": {}, \"outcome\": \"ok\"}\nnot json\n",
+    )
+    .unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["tune".into(), "/nonexistent/task".into()], "cannot read"),
-        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), "/nonexistent.jsonl".into()], "cannot read landscape"),
-        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), garbage.display().to_string()], "garbage.jsonl:1"),
-        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), land.display().to_string(), "--shape".into(), "huge".into()], "no shape `huge`"),
-        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), land.display().to_string(), "--budget".into(), "0".into()], "--budget"),
-        (vec!["tune".into(), seed_task().display().to_string(), "--replay".into(), land.display().to_string(), "--time-limit".into(), "soon".into()], "--time-limit"),
+        (
+            vec!["tune".into(), "/nonexistent/task".into()],
+            "cannot read",
+        ),
+        (
+            vec![
+                "tune".into(),
+                seed_task().display().to_string(),
+                "--replay".into(),
+                "/nonexistent.jsonl".into(),
+            ],
+            "cannot read landscape",
+        ),
+        (
+            vec![
+                "tune".into(),
+                seed_task().display().to_string(),
+                "--replay".into(),
+                garbage.display().to_string(),
+            ],
+            "garbage.jsonl:1",
+        ),
+        (
+            vec![
+                "tune".into(),
+                seed_task().display().to_string(),
+                "--replay".into(),
+                land.display().to_string(),
+                "--shape".into(),
+                "huge".into(),
+            ],
+            "no shape `huge`",
+        ),
+        (
+            vec![
+                "tune".into(),
+                seed_task().display().to_string(),
+                "--replay".into(),
+                land.display().to_string(),
+                "--budget".into(),
+                "0".into(),
+            ],
+            "--budget",
+        ),
+        (
+            vec![
+                "tune".into(),
+                seed_task().display().to_string(),
+                "--replay".into(),
+                land.display().to_string(),
+                "--time-limit".into(),
+                "soon".into(),
+            ],
+            "--time-limit",
+        ),
         (vec!["show".into(), "99".into()], "no run 99"),
-        (vec!["tune".into(), seed_task().display().to_string()], "--replay"),
+        (
+            vec!["tune".into(), seed_task().display().to_string()],
+            "--replay",
+        ),
     ];
     for (args, expected) in cases {
         let out = evo(&db).args(&args).arg("--db").arg(&db).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(err.contains(expected), "{args:?}: expected `{expected}` in: {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in: {err}"
+        );
     }
 }
 
@@ -219,7 +348,11 @@ fn a_killed_run_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let land = write_landscape(dir.path());
     let db = dir.path().join("runs.db");
-    let reference = tune_json(&dir.path().join("ref.db"), &land, &["--variant", "full", "--seed", "3"]);
+    let reference = tune_json(
+        &dir.path().join("ref.db"),
+        &land,
+        &["--variant", "full", "--seed", "3"],
+    );
 
     let mut child = evo(&db)
         .arg("tune")
@@ -228,7 +361,15 @@ fn a_killed_run_resumes_to_the_same_result() {
         .arg(&land)
         .arg("--db")
         .arg(&db)
-        .args(["--variant", "full", "--seed", "3", "--json", "--replay-delay-ms", "40"])
+        .args([
+            "--variant",
+            "full",
+            "--seed",
+            "3",
+            "--json",
+            "--replay-delay-ms",
+            "40",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -237,23 +378,45 @@ fn a_killed_run_resumes_to_the_same_result() {
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(100));
-        let out = evo(&db).args(["runs", "--json", "--db"]).arg(&db).output().unwrap();
+        let out = evo(&db)
+            .args(["runs", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .unwrap();
         let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         if runs[0]["evaluations"].as_u64().unwrap_or(0) >= 8 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the run never got going");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never got going"
+        );
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let out = evo(&db).args(["runs", "--json", "--db"]).arg(&db).output().unwrap();
+    let out = evo(&db)
+        .args(["runs", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["status"], "running");
     let done = runs[0]["evaluations"].as_u64().unwrap();
-    assert!(done < reference["evaluations"].as_u64().unwrap(), "finished before the kill");
+    assert!(
+        done < reference["evaluations"].as_u64().unwrap(),
+        "finished before the kill"
+    );
 
-    let out = evo(&db).args(["tune", "--resume", "1", "--json", "--db"]).arg(&db).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = evo(&db)
+        .args(["tune", "--resume", "1", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let resumed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(resumed["run_id"], 1);
     assert_eq!(without_run_id(resumed), without_run_id(reference));
@@ -272,7 +435,17 @@ fn two_processes_share_one_store() {
             .arg(&land)
             .arg("--db")
             .arg(&db)
-            .args(["--variant", "random", "--budget", "60", "--seed", seed, "--json", "--replay-delay-ms", "2"])
+            .args([
+                "--variant",
+                "random",
+                "--budget",
+                "60",
+                "--seed",
+                seed,
+                "--json",
+                "--replay-delay-ms",
+                "2",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -281,9 +454,17 @@ fn two_processes_share_one_store() {
     let (a, b) = (spawn("1"), spawn("2"));
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = evo(&db).args(["runs", "--json", "--db"]).arg(&db).output().unwrap();
+    let out = evo(&db)
+        .args(["runs", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 2);
     for r in runs.as_array().unwrap() {
@@ -291,7 +472,9 @@ fn two_processes_share_one_store() {
         assert_eq!(r["evaluations"], 60);
     }
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
 }
 
@@ -318,9 +501,21 @@ fn measurements_are_reused_across_runs() {
 
 #[test]
 fn help_teaches() {
-    let out = Command::cargo_bin("evoengineer").unwrap().args(["tune", "--help"]).output().unwrap();
+    let out = Command::cargo_bin("evoengineer")
+        .unwrap()
+        .args(["tune", "--help"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for word in ["--variant", "--budget", "--patience", "--time-limit", "--resume", "--replay", "Termination"] {
+    for word in [
+        "--variant",
+        "--budget",
+        "--patience",
+        "--time-limit",
+        "--resume",
+        "--replay",
+        "Termination",
+    ] {
         assert!(text.contains(word), "no {word} in tune --help");
     }
 }
