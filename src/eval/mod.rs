@@ -6,6 +6,8 @@
 //! candidate are outcomes, not errors. [`EvalError`] is kept for failures of the evaluator
 //! itself (a landscape that cannot be read, a GPU that vanished), which end the run.
 
+pub mod compile;
+pub mod launch;
 pub mod replay;
 
 use serde::{Deserialize, Serialize};
