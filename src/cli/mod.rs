@@ -1,6 +1,7 @@
 //! Command-line interface: raw flags (clap) here, validated into library settings in each
 //! command's module.
 
+mod compile;
 mod progress;
 mod runs;
 mod tune;
@@ -35,6 +36,8 @@ enum Command {
     Show(runs::ShowArgs),
     /// Write every candidate of a run as a landscape (JSON Lines) or CSV.
     Export(runs::ExportArgs),
+    /// Compile configs of a task and report registers, shared memory and spills (no GPU needed).
+    Compile(compile::CompileArgs),
 }
 
 /// Where runs are recorded.
@@ -84,10 +87,32 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Runs(a) => runs::list(a),
         Command::Show(a) => runs::show(a),
         Command::Export(a) => runs::export(a),
+        Command::Compile(a) => compile::run(a),
     }
 }
 
 /// Formats microseconds for tables.
 fn us(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// The named shape of a task, or its first.
+fn shape<'t>(
+    task: &'t evoengineer::task::Task,
+    name: Option<&str>,
+) -> anyhow::Result<&'t evoengineer::task::Shape> {
+    match name {
+        None => Ok(task.default_shape()),
+        Some(n) => task.shape(n).ok_or_else(|| {
+            anyhow::anyhow!(
+                "task `{}` has no shape `{n}`; its shapes are {}",
+                task.name,
+                task.shapes
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+    }
 }
