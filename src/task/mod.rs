@@ -121,7 +121,10 @@ pub struct KernelSpec {
 #[derive(Clone, Debug)]
 pub struct Baseline {
     pub name: String,
+    /// A Python expression, timed.
     pub expr: String,
+    /// Python statements run once before timing (conversions, helpers), not timed.
+    pub setup: Option<String>,
 }
 
 /// A loaded, checked task.
@@ -289,6 +292,7 @@ impl Builder<'_> {
             baselines.push(Baseline {
                 name: b.name.clone(),
                 expr: b.expr.clone(),
+                setup: b.setup.clone(),
             });
         }
 

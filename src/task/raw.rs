@@ -115,6 +115,7 @@ fn default_role() -> ArgRole {
 pub(super) struct RawBaseline {
     pub name: String,
     pub expr: String,
+    pub setup: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
