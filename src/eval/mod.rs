@@ -6,7 +6,11 @@
 //! candidate are outcomes, not errors. [`EvalError`] is kept for failures of the evaluator
 //! itself (a landscape that cannot be read, a GPU that vanished), which end the run.
 
+pub mod compare;
+pub mod inputs;
 pub mod replay;
+pub mod stats;
+pub mod subprocess;
 
 use serde::{Deserialize, Serialize};
 
