@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod replay;
 pub mod stats;
 pub mod subprocess;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
