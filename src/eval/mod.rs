@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod inputs;
+pub mod profile;
 pub mod replay;
 pub mod stats;
 pub mod subprocess;

@@ -40,7 +40,7 @@ use crate::eval::inputs::ArgSpec;
 use crate::eval::{CorrectnessReport, Evaluation, Outcome, Timing};
 use crate::task::Tolerance;
 pub use handle::{WorkerFailure, WorkerHandle};
-pub use server::{serve, worker_main, worker_once};
+pub use server::{parse_worker_args, serve, worker_command, worker_main, worker_once, WorkerMode};
 
 /// Bumped when a message changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;

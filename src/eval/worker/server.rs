@@ -30,6 +30,63 @@ const CACHE_LIMIT: usize = 8 << 30;
 /// Device memory left free beside what a request needs.
 const MEMORY_MARGIN: u64 = 256 << 20;
 
+/// How `evoengineer worker [ARGS]` runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerMode {
+    /// Requests on stdin, responses on stdout.
+    Serve,
+    /// One request from a file, its response to a file.
+    Once {
+        request: std::path::PathBuf,
+        response: std::path::PathBuf,
+    },
+}
+
+/// Reads the worker subcommand's arguments: none, or `--once REQUEST --response RESPONSE`.
+pub fn parse_worker_args<I, S>(args: I) -> Result<WorkerMode, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    let mut request = None;
+    let mut response = None;
+    let mut it = args.into_iter().map(Into::into);
+    while let Some(a) = it.next() {
+        let slot = if a == crate::eval::profile::ONCE_FLAG {
+            &mut request
+        } else if a == crate::eval::profile::RESPONSE_FLAG {
+            &mut response
+        } else {
+            return Err(format!("unexpected worker argument {a:?}"));
+        };
+        let Some(v) = it.next() else {
+            return Err(format!("{a:?} needs a path"));
+        };
+        *slot = Some(std::path::PathBuf::from(v));
+    }
+    match (request, response) {
+        (None, None) => Ok(WorkerMode::Serve),
+        (Some(request), Some(response)) => Ok(WorkerMode::Once { request, response }),
+        _ => Err("--once and --response go together".into()),
+    }
+}
+
+/// The whole `worker` subcommand: give it the arguments after `worker`.
+pub fn worker_command<I, S>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    match parse_worker_args(args) {
+        Ok(WorkerMode::Serve) => worker_main(),
+        Ok(WorkerMode::Once { request, response }) => worker_once(&request, &response),
+        Err(e) => {
+            eprintln!("worker: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// `evoengineer worker`: serves stdin/stdout until `shutdown`, end of input, or a CUDA error
 /// that loses the context. Call it from the CLI; it owns the process's standard streams.
 pub fn worker_main() -> ExitCode {
@@ -959,6 +1016,22 @@ mod tests {
         let back: Response =
             serde_json::from_str(&std::fs::read_to_string(&resp).unwrap()).unwrap();
         assert_eq!(back, Response::Bye);
+    }
+
+    #[test]
+    fn worker_arguments() {
+        let none: [&str; 0] = [];
+        assert_eq!(parse_worker_args(none), Ok(WorkerMode::Serve));
+        assert_eq!(
+            parse_worker_args(["--once", "r.json", "--response", "s.json"]),
+            Ok(WorkerMode::Once {
+                request: "r.json".into(),
+                response: "s.json".into()
+            })
+        );
+        assert!(parse_worker_args(["--once", "r.json"]).is_err());
+        assert!(parse_worker_args(["--once"]).is_err());
+        assert!(parse_worker_args(["--bogus"]).is_err());
     }
 
     #[test]
