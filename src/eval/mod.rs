@@ -6,6 +6,7 @@
 //! candidate are outcomes, not errors. [`EvalError`] is kept for failures of the evaluator
 //! itself (a landscape that cannot be read, a GPU that vanished), which end the run.
 
+pub mod baseline;
 pub mod compare;
 pub mod inputs;
 pub mod profile;
