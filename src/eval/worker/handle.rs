@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{EvalRequest, Request, Response, RunOnceRequest, WORKER_SUBCOMMAND};
+use super::{EvalRequest, EvalResponse, Request, Response, RunOnceRequest, WORKER_SUBCOMMAND};
 use crate::cuda::DeviceInfo;
 use crate::eval::{EvalError, Evaluation, Outcome};
 
@@ -323,13 +323,32 @@ impl WorkerHandle {
         request: &EvalRequest,
         timeout: Duration,
     ) -> Result<Evaluation, EvalError> {
+        self.eval_response(request, timeout)
+            .map(EvalResponse::into_evaluation)
+    }
+
+    /// [`WorkerHandle::eval`] with everything the worker said: the kernel's attributes as the
+    /// driver reports them, and the details of the timing loop.
+    pub fn eval_response(
+        &mut self,
+        request: &EvalRequest,
+        timeout: Duration,
+    ) -> Result<EvalResponse, EvalError> {
         match self.request(&Request::Eval(request.clone()), timeout) {
-            Ok(Response::Eval(r)) => Ok(r.into_evaluation()),
+            Ok(Response::Eval(r)) => Ok(r),
             Ok(Response::Error { message, .. }) => Err(EvalError::Device(message)),
             Ok(other) => Err(EvalError::Other(format!(
                 "the worker answered eval with {other:?}"
             ))),
-            Err(e) => failure_evaluation(e),
+            Err(e) => failure_evaluation(e).map(|ev| EvalResponse {
+                outcome: ev.outcome,
+                message: ev.message,
+                correctness: None,
+                timing: None,
+                kernel: None,
+                bench: None,
+                exiting: true,
+            }),
         }
     }
 
