@@ -7,6 +7,7 @@
 //! resumed, shown and exported.
 
 pub mod candidate;
+pub mod cuda;
 pub mod eval;
 pub mod insight;
 pub mod search;

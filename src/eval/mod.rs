@@ -6,9 +6,16 @@
 //! candidate are outcomes, not errors. [`EvalError`] is kept for failures of the evaluator
 //! itself (a landscape that cannot be read, a GPU that vanished), which end the run.
 
+pub mod baseline;
+pub mod compare;
 pub mod compile;
+pub mod inputs;
 pub mod launch;
+pub mod profile;
 pub mod replay;
+pub mod stats;
+pub mod subprocess;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
