@@ -7,7 +7,7 @@ interval), every launch has its own pair of CUDA events, warm-up runs for at lea
 exceeded, never fewer than `min_iterations`); p50 and p90 interpolate linearly between ranks.
 
 Usage: python3 -c "<this script>" SPEC.json
-SPEC: {"args": [...], "seed": int, "baselines": [{"name", "expr"}], "iterations": int,
+SPEC: {"args": [...], "seed": int, "baselines": [{"name", "expr", "setup"?}], "iterations": int,
        "min_iterations": int, "warmup_ms": float, "budget_ms": float, "device": int}
 Each arg: {"name", "kind": "buffer"|"scalar", "dtype", "role", "len", "shape", "init",
            "value", "file"}. A buffer with a `file` is loaded from its raw little-endian
@@ -163,6 +163,9 @@ def main():
     for b in spec.get("baselines", []):
         r = {"name": b["name"]}
         try:
+            if b.get("setup"):
+                # Untimed: conversions and helpers, run once in the shared scope.
+                exec(compile(b["setup"], "<setup %s>" % b["name"], "exec"), scope)
             code = compile(b["expr"], "<baseline %s>" % b["name"], "eval")
             r.update(time_one(torch, lambda: eval(code, scope), flush, spec))
         except Exception as e:  # noqa: BLE001

@@ -40,6 +40,9 @@ pub struct BaselineArg {
 pub struct BaselineExpr {
     pub name: String,
     pub expr: String,
+    /// Python statements run once, untimed, before the expression is timed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
 }
 
 /// What the script reads.
@@ -205,6 +208,7 @@ fn run_in(
             .map(|b| BaselineExpr {
                 name: b.name.clone(),
                 expr: b.expr.clone(),
+                setup: b.setup.clone(),
             })
             .collect(),
         iterations: opts.iterations,
@@ -379,6 +383,7 @@ mod tests {
         vec![Baseline {
             name: "twice".into(),
             expr: "A.float() * 2".into(),
+            setup: None,
         }]
     }
 
