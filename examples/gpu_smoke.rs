@@ -318,10 +318,12 @@ fn main() -> ExitCode {
             Baseline {
                 name: "torch 2a+b".into(),
                 expr: "(2 * A.float() + B.float()).to(torch.bfloat16)".into(),
+                setup: None,
             },
             Baseline {
                 name: "broken".into(),
                 expr: "A @ undefined_name".into(),
+                setup: None,
             },
         ],
         7,
