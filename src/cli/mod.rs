@@ -2,6 +2,7 @@
 //! command's module.
 
 mod compile;
+mod gpu;
 mod progress;
 mod runs;
 mod tune;
@@ -38,6 +39,13 @@ enum Command {
     Export(runs::ExportArgs),
     /// Compile configs of a task and report registers, shared memory and spills (no GPU needed).
     Compile(compile::CompileArgs),
+    /// Take one config through every gate on the GPU, beside the PyTorch baselines.
+    Eval(gpu::EvalArgs),
+    /// Profile one config with Nsight Compute and classify its bottleneck.
+    Profile(gpu::ProfileArgs),
+    /// The process that holds the CUDA context (started by evoengineer itself).
+    #[command(hide = true)]
+    Worker(gpu::WorkerArgs),
 }
 
 /// Where runs are recorded.
@@ -88,6 +96,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Show(a) => runs::show(a),
         Command::Export(a) => runs::export(a),
         Command::Compile(a) => compile::run(a),
+        Command::Eval(a) => gpu::eval(a),
+        Command::Profile(a) => gpu::profile(a),
+        Command::Worker(a) => gpu::worker(a),
     }
 }
 

@@ -89,6 +89,9 @@ pub struct TuneArgs {
     #[arg(long)]
     json: bool,
 
+    #[command(flatten)]
+    gpu: super::gpu::GpuArgs,
+
     /// Testing aid: sleep this long in every replayed evaluation
     #[arg(long, hide = true, value_name = "MS")]
     replay_delay_ms: Option<u64>,
@@ -161,8 +164,9 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
 
-    let mut evaluator = make_evaluator(&evaluator_desc, &task, a.replay_delay_ms)?;
-    let env = evaluator.environment();
+    let (mut backend, evaluator_desc) =
+        make_evaluator(&evaluator_desc, &task, shape, &a, settings.seed)?;
+    let env = backend.evaluator().environment();
     let run_id = match run_id {
         Some(id) => id,
         None => store.create_run(&NewRun {
@@ -198,7 +202,7 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         &task,
         shape,
         &settings,
-        evaluator.as_mut(),
+        backend.evaluator(),
         &mut progress,
         resume,
         &WallClock::new(Duration::from_secs_f64(offset)),
@@ -215,13 +219,33 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
     };
     store.finish_run(run_id, &result)?;
 
+    // PyTorch baselines, on the same GPU, inputs and protocol.
+    let mut baselines = store.baselines(run_id)?;
+    if let Backend::Cuda(ev) = &backend {
+        if baselines.is_empty() && !task.baselines.is_empty() {
+            if !a.json {
+                eprintln!("timing the PyTorch baselines...");
+            }
+            let run = ev.baselines(shape)?;
+            if let Some(note) = &run.note {
+                eprintln!("note: {note}");
+            }
+            store.record_baselines(run_id, &run.results)?;
+            baselines = run.results;
+        }
+    }
+
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary_json(run_id, &task, shape, &settings, &result))?
-        );
+        let mut out = summary_json(run_id, &task, shape, &settings, &result);
+        if !baselines.is_empty() {
+            let p50 = result.winner().map(|w| w.p50_us);
+            out["baselines"] = serde_json::to_value(&baselines)?;
+            out["speedups"] = super::gpu::speedups(p50, &baselines).into();
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_summary(run_id, &task, &settings, &result);
+        super::gpu::print_baselines(result.winner().map(|w| w.p50_us), &baselines, shape.flops());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -264,11 +288,29 @@ fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
+/// What answers the search: a landscape, or the GPU.
+#[allow(clippy::large_enum_variant)] // one per run
+enum Backend {
+    Replay(ReplayEvaluator),
+    Cuda(evoengineer::eval::cuda::CudaEvaluator),
+}
+
+impl Backend {
+    fn evaluator(&mut self) -> &mut dyn Evaluator {
+        match self {
+            Backend::Replay(r) => r,
+            Backend::Cuda(c) => c,
+        }
+    }
+}
+
 fn make_evaluator(
     desc: &str,
     task: &Task,
-    delay_ms: Option<u64>,
-) -> anyhow::Result<Box<dyn Evaluator>> {
+    shape: &evoengineer::task::Shape,
+    a: &TuneArgs,
+    seed: u64,
+) -> anyhow::Result<(Backend, String)> {
     if let Some(path) = desc.strip_prefix("replay:") {
         let mut r = ReplayEvaluator::load(Path::new(path), task)?;
         if r.skipped > 0 {
@@ -277,19 +319,41 @@ fn make_evaluator(
                 r.skipped, path
             );
         }
-        r.delay = delay_ms.map(Duration::from_millis);
-        return Ok(Box::new(r));
+        r.delay = a.replay_delay_ms.map(Duration::from_millis);
+        return Ok((Backend::Replay(r), desc.to_string()));
     }
-    let hint = recorded_landscapes(task);
-    let hint = match hint.first() {
-        Some(p) => format!(
-            "\nreplay a recorded run instead:\n  evoengineer tune {} --replay {}",
-            task.dir.display(),
-            p.display()
-        ),
-        None => String::new(),
-    };
-    bail!("no GPU evaluator is available in this build, and no --replay was given{hint}")
+    if evoengineer::eval::cuda::gpu_present() {
+        let ev = super::gpu::start(task, a.gpu.options(seed))?;
+        return Ok((Backend::Cuda(ev), desc.to_string()));
+    }
+    // No GPU: a recorded run of this task and shape, if the task ships one.
+    let recorded = recorded_landscapes(task);
+    let fit = recorded.iter().find(|p| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| s.ends_with(&format!("-{}", shape.name)))
+    });
+    match fit {
+        Some(p) => {
+            eprintln!(
+                "note: no GPU on this machine: replaying the recorded run {} instead",
+                p.display()
+            );
+            let desc = format!("replay:{}", absolute(p).display());
+            make_evaluator(&desc, task, shape, a, seed)
+        }
+        None => {
+            let hint = match recorded.first() {
+                Some(p) => format!(
+                    "; replay a recorded run instead:\n  evoengineer tune {} --replay {}",
+                    task.dir.display(),
+                    p.display()
+                ),
+                None => String::new(),
+            };
+            bail!("no GPU on this machine and no --replay given{hint}")
+        }
+    }
 }
 
 /// Landscapes shipped with the task (`landscapes/*.jsonl`), sorted.

@@ -9,6 +9,7 @@
 pub mod baseline;
 pub mod compare;
 pub mod compile;
+pub mod cuda;
 pub mod inputs;
 pub mod launch;
 pub mod profile;

@@ -418,6 +418,50 @@ impl Store {
         self.run_row_in(&self.conn, run_id)
     }
 
+    /// Records the PyTorch baselines timed for a run (replacing earlier ones of the same name).
+    pub fn record_baselines(
+        &self,
+        run_id: i64,
+        results: &[crate::eval::baseline::BaselineResult],
+    ) -> Result<(), StoreError> {
+        self.check_run(run_id)?;
+        let tx = self.write()?;
+        for r in results {
+            let json = serde_json::to_string(r)
+                .map_err(|e| self.data(format!("run {run_id}"), e.to_string()))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO baselines (run_id, name, p50_us, result_json, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![run_id, r.name, r.p50_us, json, time::now_utc()],
+            )
+            .map_err(self.db())?;
+        }
+        tx.commit().map_err(self.db())
+    }
+
+    /// The baselines recorded for a run, by name.
+    pub fn baselines(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<crate::eval::baseline::BaselineResult>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT result_json FROM baselines WHERE run_id = ?1 ORDER BY name")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([run_id], |r| r.get::<_, String>(0))
+            .map_err(self.db())?;
+        let mut out = Vec::new();
+        for json in rows {
+            let json = json.map_err(self.db())?;
+            out.push(
+                serde_json::from_str(&json)
+                    .map_err(|e| self.data(format!("run {run_id} baselines"), e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// The folder of the task a run was made on (needed to load the run's space).
     pub fn run_task_dir(&self, run_id: i64) -> Result<PathBuf, StoreError> {
         self.conn

@@ -87,4 +87,14 @@ CREATE TABLE sources (
     answer        TEXT,
     created_at    TEXT NOT NULL
 );
+
+-- PyTorch baselines timed beside a run, on the same device and inputs.
+CREATE TABLE baselines (
+    run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    p50_us       REAL,
+    result_json  TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 "#;

@@ -1,0 +1,381 @@
+//! The evaluator behind `tune` on a real GPU: the compile gate on every CPU core, the worker
+//! process holding the CUDA context, ncu for profiles, python3 + torch for the baselines.
+//!
+//! Compiles run ahead: `prepare` queues the batch the search is about to evaluate, so the
+//! GPU measures one candidate while the CPUs compile the next. Cubins go to a scratch folder
+//! the worker loads them from. A candidate that faults or hangs kills only the worker; the
+//! next request starts a fresh one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::candidate::Candidate;
+use crate::cuda::{DeviceInfo, Dims};
+use crate::eval::baseline::{run_baselines, BaselineOptions, BaselineRun};
+use crate::eval::compile::{
+    CompileError, CompileGate, CompileJob, CompileQueue, Compiled, CompilerSettings,
+};
+use crate::eval::inputs::ArgSpec;
+use crate::eval::launch::launch_vars;
+use crate::eval::profile::{ProfileOutcome, Profiler};
+use crate::eval::worker::{EvalRequest, KernelRef, RunOnceRequest, TimingParams, WorkerHandle};
+use crate::eval::{Environment, EvalError, Evaluation, Evaluator, Outcome};
+use crate::insight::Profile;
+use crate::space::Config;
+use crate::task::{Shape, Task};
+
+/// How the GPU evaluator measures.
+#[derive(Clone, Debug)]
+pub struct CudaOptions {
+    /// Seed of every input drawn (trial t of every candidate sees the same inputs).
+    pub seed: u64,
+    /// Correctness trials, each on fresh inputs.
+    pub trials: u32,
+    pub timing: TimingParams,
+    pub compiler: CompilerSettings,
+    /// Target architecture; default: the device's (`sm_90a` on Hopper).
+    pub arch: Option<String>,
+    /// The program started as `PROGRAM worker` (default: this executable).
+    pub worker_exe: Option<PathBuf>,
+    /// `ncu` to profile with; `None`: insights off.
+    pub ncu: Option<PathBuf>,
+    pub python: PathBuf,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            seed: 0,
+            trials: 5,
+            timing: TimingParams::default(),
+            compiler: CompilerSettings::default(),
+            arch: None,
+            worker_exe: None,
+            ncu: Some(PathBuf::from("ncu")),
+            python: PathBuf::from("python3"),
+        }
+    }
+}
+
+pub struct CudaEvaluator {
+    task: Task,
+    opts: CudaOptions,
+    device: DeviceInfo,
+    arch: String,
+    toolchain: String,
+    gate: Arc<CompileGate>,
+    queue: CompileQueue<String>,
+    worker: WorkerHandle,
+    profiler: Option<Profiler>,
+    scratch: PathBuf,
+    /// Compiled reference per shape.
+    references: HashMap<String, KernelRef>,
+    /// Notes said once (no profiler, ...).
+    pub notes: Vec<String>,
+}
+
+/// The architecture to build for: Hopper gets its `a` variant (wgmma, setmaxnreg).
+pub fn arch_for(device: &DeviceInfo) -> String {
+    let base = device.arch();
+    if device.cc_major == 9 && device.cc_minor == 0 {
+        format!("{base}a")
+    } else {
+        base
+    }
+}
+
+fn dims(d: &crate::eval::launch::LaunchDims) -> Dims {
+    Dims {
+        grid: d.grid,
+        block: d.block,
+        smem: d.smem,
+    }
+}
+
+impl CudaEvaluator {
+    /// Starts a worker and asks it for the device. Fails when there is no usable GPU.
+    pub fn new(task: &Task, opts: CudaOptions) -> Result<CudaEvaluator, EvalError> {
+        let spec = task.kernel.as_ref().ok_or_else(|| {
+            EvalError::Other(format!(
+                "task `{}` has no [kernel] section: nothing to run on the GPU",
+                task.name
+            ))
+        })?;
+        if task.reference.is_none() {
+            tracing::warn!(
+                "task `{}` has no reference: only NaN, Inf and unwritten outputs are checked",
+                task.name
+            );
+        }
+        let exe = match &opts.worker_exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| EvalError::Other(format!("cannot find this program: {e}")))?,
+        };
+        let mut worker =
+            WorkerHandle::with_command(exe.clone(), [crate::eval::worker::WORKER_SUBCOMMAND]);
+        let device = worker.hello(Duration::from_secs(60))?;
+        let arch = opts.arch.clone().unwrap_or_else(|| arch_for(&device));
+        let gate = Arc::new(CompileGate::new(opts.compiler.clone()));
+        let toolchain = gate
+            .toolchain(spec.compiler)
+            .map_err(|e| EvalError::Other(e.to_string()))?;
+        let scratch =
+            std::env::temp_dir().join(format!("evoengineer-cubins-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| EvalError::Other(format!("cannot create {}: {e}", scratch.display())))?;
+        let profiler = opts
+            .ncu
+            .as_ref()
+            .map(|ncu| Profiler::new(exe.clone(), task.insight).with_ncu(ncu.clone()));
+        Ok(CudaEvaluator {
+            task: task.clone(),
+            queue: CompileQueue::new(gate.clone()),
+            gate,
+            device,
+            arch,
+            toolchain,
+            worker,
+            profiler,
+            scratch,
+            references: HashMap::new(),
+            opts,
+            notes: Vec::new(),
+        })
+    }
+
+    pub fn device(&self) -> &DeviceInfo {
+        &self.device
+    }
+
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    fn queue_key(&self, c: &Candidate, shape: &Shape) -> String {
+        format!("{}@{}", c.key(&self.task.space), shape.name)
+    }
+
+    fn job(&self, config: &Config, shape: &Shape) -> Result<CompileJob, CompileError> {
+        CompileJob::for_candidate(&self.task, config, shape, &self.arch, None)
+    }
+
+    fn compiled(&self, c: &Candidate, shape: &Shape) -> Result<Compiled, CompileError> {
+        let key = self.queue_key(c, shape);
+        if let Some(done) = self.queue.take(&key) {
+            return done;
+        }
+        self.gate.compile(&self.job(&c.config, shape)?)
+    }
+
+    /// Writes a cubin where the worker can load it.
+    fn cubin_file(&self, compiled: &Compiled) -> Result<PathBuf, EvalError> {
+        let path = self.scratch.join(format!("{}.cubin", compiled.key));
+        if !path.exists() {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &compiled.cubin)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| EvalError::Other(format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(path)
+    }
+
+    fn reference(&mut self, shape: &Shape) -> Result<Option<KernelRef>, EvalError> {
+        let Some(launch) = self.task.reference.clone() else {
+            return Ok(None);
+        };
+        if let Some(r) = self.references.get(&shape.name) {
+            return Ok(Some(r.clone()));
+        }
+        let config = self.task.space.default_config();
+        let d = crate::eval::launch::launch_dims(&launch, &self.task.space, &config, shape)
+            .map_err(|e| EvalError::Other(format!("reference launch: {e}")))?;
+        let source = std::fs::read_to_string(&launch.source).map_err(|e| {
+            EvalError::Other(format!("cannot read {}: {e}", launch.source.display()))
+        })?;
+        let mut job = self
+            .job(&config, shape)
+            .map_err(|e| EvalError::Other(e.to_string()))?;
+        job.source = source;
+        job.file_name = launch
+            .source
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "reference.cu".into());
+        job.entry = launch.entry.clone();
+        job.launch = Some(d);
+        job.max_spill_bytes = u64::MAX;
+        let compiled = self.gate.compile(&job).map_err(|e| {
+            EvalError::Other(format!(
+                "the reference of task `{}` does not compile: {e}",
+                self.task.name
+            ))
+        })?;
+        let r = KernelRef {
+            cubin: self.cubin_file(&compiled)?,
+            entry: compiled.entry.clone(),
+            dims: dims(&d),
+        };
+        self.references.insert(shape.name.clone(), r.clone());
+        Ok(Some(r))
+    }
+
+    /// The task's arguments evaluated for a config and shape.
+    pub fn args(&self, config: &Config, shape: &Shape) -> Result<Vec<ArgSpec>, EvalError> {
+        task_args(&self.task, config, shape)
+    }
+
+    fn timeout(&self) -> Duration {
+        let per = self
+            .task
+            .kernel
+            .as_ref()
+            .map(|k| k.timeout_s)
+            .unwrap_or(10.0);
+        // Correctness trials and the reference, then the timing loop's own budget.
+        Duration::from_secs_f64(
+            per * 2.0 + self.opts.timing.budget_ms.max(0.0) / 1000.0 * 2.0 + 30.0,
+        )
+    }
+
+    /// Times the task's PyTorch baselines for `shape` on the inputs of trial 0.
+    pub fn baselines(&self, shape: &Shape) -> Result<BaselineRun, EvalError> {
+        let args = self.args(&self.task.space.default_config(), shape)?;
+        Ok(run_baselines(
+            &args,
+            &self.task.baselines,
+            self.opts.seed,
+            &BaselineOptions {
+                python: self.opts.python.clone(),
+                iterations: self.opts.timing.iterations,
+                min_iterations: self.opts.timing.min_iterations,
+                warmup_ms: self.opts.timing.warmup_ms,
+                budget_ms: self.opts.timing.budget_ms,
+                device: self.device.ordinal,
+                ..BaselineOptions::default()
+            },
+        ))
+    }
+}
+
+/// The task's arguments evaluated for a config and shape.
+pub fn task_args(task: &Task, config: &Config, shape: &Shape) -> Result<Vec<ArgSpec>, EvalError> {
+    let spec = task
+        .kernel
+        .as_ref()
+        .ok_or_else(|| EvalError::Other(format!("task `{}` has no [kernel] section", task.name)))?;
+    let vars =
+        launch_vars(&task.space, config, shape).map_err(|e| EvalError::Other(e.to_string()))?;
+    spec.args
+        .iter()
+        .map(|a| ArgSpec::from_task_arg(a, &vars).map_err(EvalError::Other))
+        .collect()
+}
+
+impl Drop for CudaEvaluator {
+    fn drop(&mut self) {
+        self.worker.shutdown();
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+impl Evaluator for CudaEvaluator {
+    fn environment(&self) -> Environment {
+        Environment {
+            device: self.device.describe(),
+            toolchain: format!("{} {}", self.toolchain, self.arch),
+        }
+    }
+
+    fn prepare(&mut self, upcoming: &[Candidate], shape: &Shape) {
+        for c in upcoming {
+            if let Ok(job) = self.job(&c.config, shape) {
+                self.queue.submit(self.queue_key(c, shape), job);
+            }
+        }
+    }
+
+    fn evaluate(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Evaluation, EvalError> {
+        let compiled = match self.compiled(candidate, shape) {
+            Ok(c) => c,
+            Err(e @ CompileError::Rejected(_)) => return e.into_evaluation(),
+            Err(e) => return Err(EvalError::Other(e.to_string())),
+        };
+        let d = compiled
+            .launch
+            .ok_or_else(|| EvalError::Other("the compile gate gave no launch size".into()))?;
+        let request = EvalRequest {
+            kernel: KernelRef {
+                cubin: self.cubin_file(&compiled)?,
+                entry: compiled.entry.clone(),
+                dims: dims(&d),
+            },
+            reference: self.reference(shape)?,
+            args: self.args(&candidate.config, shape)?,
+            trials: self.opts.trials,
+            seed: self.opts.seed,
+            tolerance: self.task.tolerance,
+            timing: Some(self.opts.timing.clone()),
+        };
+        let mut evaluation = self.worker.eval(&request, self.timeout())?;
+        evaluation.compile = Some(compiled.report.clone());
+        if evaluation.outcome != Outcome::Ok {
+            tracing::info!(
+                "{}: {} {}",
+                candidate.key(&self.task.space),
+                evaluation.outcome,
+                evaluation.message.as_deref().unwrap_or("")
+            );
+        }
+        Ok(evaluation)
+    }
+
+    fn profile(
+        &mut self,
+        candidate: &Candidate,
+        shape: &Shape,
+    ) -> Result<Option<Profile>, EvalError> {
+        if self.profiler.is_none() {
+            return Ok(None);
+        }
+        let compiled = match self.compiled(candidate, shape) {
+            Ok(c) => c,
+            Err(_) => return Ok(None),
+        };
+        let Some(d) = compiled.launch else {
+            return Ok(None);
+        };
+        let request = RunOnceRequest {
+            kernel: KernelRef {
+                cubin: self.cubin_file(&compiled)?,
+                entry: compiled.entry.clone(),
+                dims: dims(&d),
+            },
+            args: self.args(&candidate.config, shape)?,
+            seed: self.opts.seed,
+            trial: 0,
+        };
+        let profiler = self.profiler.as_mut().expect("checked above");
+        match profiler.profile(&request) {
+            Ok(ProfileOutcome::Profiled(p)) => Ok(Some(p)),
+            Ok(ProfileOutcome::Unavailable { note }) => {
+                if let Some(note) = note {
+                    eprintln!("note: {note}");
+                    self.notes.push(note);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!("{}: {e}", candidate.key(&self.task.space));
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Whether this machine seems to have an NVIDIA GPU driver (cheap, no CUDA context).
+pub fn gpu_present() -> bool {
+    Path::new("/dev/nvidia0").exists() || Path::new("/proc/driver/nvidia/gpus").is_dir()
+}
