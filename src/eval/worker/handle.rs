@@ -14,7 +14,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{EvalRequest, EvalResponse, Request, Response, RunOnceRequest, WORKER_SUBCOMMAND};
+use super::{
+    EvalRequest, EvalResponse, PrepareRequest, Request, Response, RunOnceRequest, WORKER_SUBCOMMAND,
+};
 use crate::cuda::DeviceInfo;
 use crate::eval::{EvalError, Evaluation, Outcome};
 
@@ -73,6 +75,10 @@ pub struct WorkerHandle {
     envs: Vec<(OsString, OsString)>,
     running: Option<Running>,
     spawned: u32,
+    prepare: bool,
+    prepare_timeout: Duration,
+    /// The worker (by spawn number) and the preparation it has.
+    prepared: Option<(u32, String)>,
 }
 
 impl WorkerHandle {
@@ -96,12 +102,24 @@ impl WorkerHandle {
             envs: Vec::new(),
             running: None,
             spawned: 0,
+            prepare: true,
+            prepare_timeout: Duration::from_secs(600),
+            prepared: None,
         }
     }
 
     /// Sets an environment variable of future workers (e.g. `CUDA_VISIBLE_DEVICES`).
     pub fn env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> &mut Self {
         self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Whether each fresh worker gets a `prepare` request before its first evaluation (on by
+    /// default), and its deadline. Preparing draws the inputs and runs the reference for every
+    /// trial, so that an evaluation's deadline covers only the candidate's own work.
+    pub fn set_prepare(&mut self, prepare: bool, timeout: Duration) -> &mut Self {
+        self.prepare = prepare;
+        self.prepare_timeout = timeout;
         self
     }
 
@@ -334,6 +352,7 @@ impl WorkerHandle {
         request: &EvalRequest,
         timeout: Duration,
     ) -> Result<EvalResponse, EvalError> {
+        self.ensure_prepared(request)?;
         match self.request(&Request::Eval(request.clone()), timeout) {
             Ok(Response::Eval(r)) => Ok(r),
             Ok(Response::Error { message, .. }) => Err(EvalError::Device(message)),
@@ -349,6 +368,37 @@ impl WorkerHandle {
                 bench: None,
                 exiting: true,
             }),
+        }
+    }
+
+    /// Sends `prepare` unless this worker already has what `request` needs.
+    fn ensure_prepared(&mut self, request: &EvalRequest) -> Result<(), EvalError> {
+        if !self.prepare {
+            return Ok(());
+        }
+        let prep = PrepareRequest::for_eval(request);
+        let key = serde_json::to_string(&prep).unwrap_or_default();
+        if self.running.is_some() && self.prepared.as_ref() == Some(&(self.spawned, key.clone())) {
+            return Ok(());
+        }
+        match self.request(&Request::Prepare(prep), self.prepare_timeout) {
+            Ok(Response::Prepared { trials, seconds }) => {
+                tracing::debug!(
+                    "worker {}: {trials} trials prepared in {seconds:.1} s",
+                    self.spawned
+                );
+                self.prepared = Some((self.spawned, key));
+                Ok(())
+            }
+            Ok(Response::Error { message, .. }) => Err(EvalError::Device(format!(
+                "preparing the inputs and the reference: {message}"
+            ))),
+            Ok(other) => Err(EvalError::Other(format!(
+                "the worker answered prepare with {other:?}"
+            ))),
+            Err(e) => Err(EvalError::Device(format!(
+                "preparing the inputs and the reference: {e}"
+            ))),
         }
     }
 
@@ -415,8 +465,11 @@ mod tests {
     use crate::eval::worker::KernelRef;
     use crate::task::{ArgKind, ArgRole, DType, Init};
 
+    /// A fake worker that knows nothing of `prepare`.
     fn fake(script: &str) -> WorkerHandle {
-        WorkerHandle::with_command("sh", ["-c", script])
+        let mut w = WorkerHandle::with_command("sh", ["-c", script]);
+        w.set_prepare(false, Duration::from_secs(10));
+        w
     }
 
     fn eval_request() -> EvalRequest {
@@ -457,11 +510,52 @@ mod tests {
         while IFS= read -r line; do
           case "$line" in
             *'"hello"'*) echo '{"op":"hello","protocol":1,"device":{"name":"Fake GPU","sm_count":132}}' ;;
+            *'"prepare"'*) echo '{"op":"prepared","trials":5,"seconds":0.5}' ;;
             *'"eval"'*) echo '{"op":"eval","outcome":"ok","correctness":{"trials":5,"max_abs_err":0.01},"timing":{"p50_us":10.0,"p90_us":11.0}}' ;;
             *'"shutdown"'*) echo '{"op":"bye"}'; exit 0 ;;
             *) echo '{"op":"error","message":"unknown"}' ;;
           esac
         done"#;
+
+    #[test]
+    fn each_fresh_worker_is_prepared_once_per_kind_of_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("ops");
+        let script = format!(
+            r#"while IFS= read -r line; do case "$line" in
+                 *'"prepare"'*) echo prepare >> '{log}'; echo '{{"op":"prepared","trials":5,"seconds":0.5}}' ;;
+                 *'"eval"'*) echo eval >> '{log}'; echo '{{"op":"eval","outcome":"ok"}}' ;;
+               esac; done"#,
+            log = log.display()
+        );
+        let mut w = WorkerHandle::with_command("sh", ["-c", &script]);
+        let t = Duration::from_secs(10);
+        for _ in 0..3 {
+            assert_eq!(w.eval(&eval_request(), t).unwrap().outcome, Outcome::Ok);
+        }
+        let mut other_seed = eval_request();
+        other_seed.seed = 2;
+        assert_eq!(w.eval(&other_seed, t).unwrap().outcome, Outcome::Ok);
+        w.kill();
+        assert_eq!(w.eval(&other_seed, t).unwrap().outcome, Outcome::Ok);
+        let ops = std::fs::read_to_string(&log).unwrap();
+        let ops: Vec<&str> = ops.lines().collect();
+        assert_eq!(
+            ops,
+            ["prepare", "eval", "eval", "eval", "prepare", "eval", "prepare", "eval"]
+        );
+    }
+
+    #[test]
+    fn a_preparation_that_hangs_is_an_evaluator_error() {
+        let mut w = WorkerHandle::with_command("sh", ["-c", "read line; exec sleep 1000"]);
+        w.set_prepare(true, Duration::from_millis(300));
+        let err = w
+            .eval(&eval_request(), Duration::from_secs(10))
+            .unwrap_err();
+        assert!(err.to_string().contains("preparing"), "{err}");
+        assert!(!w.is_running());
+    }
 
     #[test]
     fn a_working_worker_answers_many_requests() {

@@ -9,6 +9,7 @@
 //! | request (`op`) | response (`op`) |
 //! |---|---|
 //! | `hello` | `hello` {protocol, device} |
+//! | `prepare` {reference, args, seed, trials, input_sets} | `prepared` {trials, seconds} |
 //! | `eval` {kernel, reference, args, trials, seed, tolerance, timing} | `eval` {outcome, message, correctness, timing, kernel, bench, exiting} |
 //! | `run_once` {kernel, args, seed, trial} | `run_once` {outcome, message, kernel_us, exiting} |
 //! | `shutdown` | `bye`, then the worker exits |
@@ -111,6 +112,38 @@ pub struct EvalRequest {
     pub timing: Option<TimingParams>,
 }
 
+/// Draw the inputs of every correctness trial and timing set and run the reference on them
+/// ahead of the evaluations, which then find them cached (the parent sends this to every
+/// fresh worker, with a deadline of its own, so a candidate's deadline covers the candidate's
+/// work only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRequest {
+    #[serde(default)]
+    pub reference: Option<KernelRef>,
+    pub args: Vec<ArgSpec>,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "five")]
+    pub trials: u32,
+    /// Timing input sets to prepare too.
+    #[serde(default)]
+    pub input_sets: u32,
+}
+
+impl PrepareRequest {
+    /// What an evaluation request will need.
+    pub fn for_eval(req: &EvalRequest) -> PrepareRequest {
+        PrepareRequest {
+            reference: req.reference.clone(),
+            args: req.args.clone(),
+            seed: req.seed,
+            trials: req.trials,
+            input_sets: req.timing.as_ref().map_or(0, |t| t.input_sets.max(1)),
+        }
+    }
+}
+
 /// Launch once (for the profiler), on the inputs of `trial`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +160,7 @@ pub struct RunOnceRequest {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Hello,
+    Prepare(PrepareRequest),
     Eval(EvalRequest),
     RunOnce(RunOnceRequest),
     Shutdown,
@@ -207,6 +241,10 @@ pub enum Response {
         protocol: u32,
         device: DeviceInfo,
     },
+    Prepared {
+        trials: u32,
+        seconds: f64,
+    },
     Eval(EvalResponse),
     RunOnce(RunOnceResponse),
     Bye,
@@ -227,7 +265,7 @@ impl Response {
             Response::RunOnce(r) => r.exiting,
             Response::Error { exiting, .. } => *exiting,
             Response::Bye => true,
-            Response::Hello { .. } => false,
+            Response::Hello { .. } | Response::Prepared { .. } => false,
         }
     }
 }
@@ -278,9 +316,16 @@ mod tests {
             }),
             Request::RunOnce(RunOnceRequest {
                 kernel: kernel(),
-                args,
+                args: args.clone(),
                 seed: 1,
                 trial: 0,
+            }),
+            Request::Prepare(PrepareRequest {
+                reference: Some(kernel()),
+                args,
+                seed: 1,
+                trials: 5,
+                input_sets: 3,
             }),
         ];
         for r in reqs {
@@ -320,6 +365,10 @@ mod tests {
                 device: DeviceInfo::default(),
             },
             Response::Bye,
+            Response::Prepared {
+                trials: 8,
+                seconds: 1.5,
+            },
             Response::Error {
                 message: "no device".into(),
                 exiting: false,

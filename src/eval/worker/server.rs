@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::{
-    BenchInfo, EvalRequest, EvalResponse, KernelRef, Request, Response, RunOnceRequest,
-    RunOnceResponse, PROTOCOL_VERSION,
+    BenchInfo, EvalRequest, EvalResponse, KernelRef, PrepareRequest, Request, Response,
+    RunOnceRequest, RunOnceResponse, PROTOCOL_VERSION,
 };
 use crate::cuda::bench::{self, Plan, Prep};
 use crate::cuda::{sm_clock_mhz, CudaError, DeviceBuffer, Gpu, Kernel, Param};
@@ -345,6 +345,7 @@ impl Worker {
                     exiting: false,
                 },
             },
+            Request::Prepare(r) => self.prepare(&r),
             Request::Eval(r) => self.eval(&r),
             Request::RunOnce(r) => self.run_once(&r),
         }
@@ -404,6 +405,49 @@ impl Worker {
                     let mut r = EvalResponse::failed(Outcome::RuntimeError, message);
                     r.exiting = exiting;
                     Response::Eval(r)
+                });
+                if exiting {
+                    data.clear();
+                }
+                response
+            }
+        }
+    }
+
+    fn prepare(&mut self, req: &PrepareRequest) -> Response {
+        if let Err(m) = inputs::validate_args(&req.args) {
+            return Response::Error {
+                message: format!("a bad request: {m}"),
+                exiting: false,
+            };
+        }
+        if let Err(message) = self.open() {
+            return Response::Error {
+                message,
+                exiting: false,
+            };
+        }
+        let Worker {
+            gpu,
+            references,
+            data,
+            ..
+        } = self;
+        let Some(gpu) = gpu.as_mut() else {
+            return Response::Error {
+                message: "no CUDA device".into(),
+                exiting: false,
+            };
+        };
+        let start = std::time::Instant::now();
+        match prepare_on(gpu, references, data, req) {
+            Ok(trials) => Response::Prepared {
+                trials,
+                seconds: start.elapsed().as_secs_f64(),
+            },
+            Err(fail) => {
+                let (response, exiting) = failure_response(gpu, fail, |message, exiting| {
+                    Response::Error { message, exiting }
                 });
                 if exiting {
                     data.clear();
@@ -514,6 +558,9 @@ fn param_list(
         .collect()
 }
 
+/// One device buffer per argument (none for scalars and for arguments that need none).
+type Buffers = Vec<Option<DeviceBuffer>>;
+
 fn ptr(bufs: &[Option<DeviceBuffer>], i: usize) -> Option<u64> {
     bufs.get(i)?.as_ref().map(DeviceBuffer::ptr)
 }
@@ -522,7 +569,7 @@ fn alloc_each(
     gpu: &Gpu,
     args: &[ArgSpec],
     bytes: impl Fn(&ArgSpec) -> Option<u64>,
-) -> Result<Vec<Option<DeviceBuffer>>, Fail> {
+) -> Result<Buffers, Fail> {
     args.iter()
         .map(|a| {
             bytes(a)
@@ -693,40 +740,43 @@ fn check_outputs(
     Ok(trial)
 }
 
-fn eval_on(
-    gpu: &mut Gpu,
-    references: &mut References,
+/// Loads the reference (if any) and points the data cache at this (arguments, seed,
+/// reference): the key under which inputs and reference outputs are reused.
+fn load_reference<'a>(
+    gpu: &Gpu,
+    references: &'a mut References,
     data: &mut DataCache,
-    req: &EvalRequest,
-) -> Result<EvalResponse, Fail> {
-    let args = &req.args;
-    let kernel = gpu
-        .load_kernel(&req.kernel.cubin, &req.kernel.entry)
-        .map_err(cand("cannot load the kernel"))?;
-    gpu.prepare(&kernel, &req.kernel.dims)
-        .map_err(cand("the launch does not fit"))?;
-    let reference = match &req.reference {
+    reference: Option<&'a KernelRef>,
+    args: &[ArgSpec],
+    seed: u64,
+) -> Result<Option<(&'a Kernel, &'a KernelRef)>, Fail> {
+    let loaded = match reference {
         Some(r) => Some((references.load(gpu, r)?, r)),
         None => None,
     };
     let key = serde_json::to_string(&(
         args,
-        req.seed,
-        reference
-            .as_ref()
-            .map(|((_, sha), r)| (sha, &r.entry, r.dims)),
+        seed,
+        loaded.as_ref().map(|((_, sha), r)| (sha, &r.entry, r.dims)),
     ))
     .unwrap_or_default();
     data.use_key(key);
-    let reference = reference.map(|((k, _), r)| (k, r));
+    Ok(loaded.map(|((k, _), r)| (k, r)))
+}
 
-    // Device memory: each argument in its own type, the reference's outputs in f32.
+/// Device buffers of one request: each argument in its own type (`main`), and the
+/// reference's outputs in f32 (`ref_out`).
+fn alloc_buffers(
+    gpu: &Gpu,
+    args: &[ArgSpec],
+    with_reference: bool,
+) -> Result<(Buffers, Buffers), Fail> {
     let main_bytes: u64 = args
         .iter()
         .filter(|a| a.is_buffer())
         .map(ArgSpec::bytes)
         .sum();
-    let ref_bytes: u64 = if reference.is_some() {
+    let ref_bytes: u64 = if with_reference {
         args.iter()
             .filter(|a| a.is_output())
             .map(|a| a.len * 4)
@@ -747,8 +797,62 @@ fn eval_on(
     }
     let main = alloc_each(gpu, args, |a| a.is_buffer().then(|| a.bytes()))?;
     let ref_out = alloc_each(gpu, args, |a| {
-        (reference.is_some() && a.is_output()).then(|| a.len * 4)
+        (with_reference && a.is_output()).then(|| a.len * 4)
     })?;
+    Ok((main, ref_out))
+}
+
+/// Draws the inputs of every trial and timing set and runs the reference on them, so that
+/// evaluations find them ready. Returns how many trials are ready.
+fn prepare_on(
+    gpu: &mut Gpu,
+    references: &mut References,
+    data: &mut DataCache,
+    req: &PrepareRequest,
+) -> Result<u32, Fail> {
+    let args = &req.args;
+    let reference = load_reference(
+        gpu,
+        references,
+        data,
+        req.reference.as_ref(),
+        args,
+        req.seed,
+    )?;
+    let (main, ref_out) = alloc_buffers(gpu, args, reference.is_some())?;
+    let trials = (0..req.trials.max(1) as u64)
+        .chain((0..req.input_sets as u64).map(|k| TIMING_TRIAL_BASE + k));
+    let mut n = 0;
+    for t in trials {
+        data.get(t, || {
+            make_trial(gpu, args, req.seed, t, reference, &main, &ref_out)
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn eval_on(
+    gpu: &mut Gpu,
+    references: &mut References,
+    data: &mut DataCache,
+    req: &EvalRequest,
+) -> Result<EvalResponse, Fail> {
+    let args = &req.args;
+    let kernel = gpu
+        .load_kernel(&req.kernel.cubin, &req.kernel.entry)
+        .map_err(cand("cannot load the kernel"))?;
+    gpu.prepare(&kernel, &req.kernel.dims)
+        .map_err(cand("the launch does not fit"))?;
+    let reference = load_reference(
+        gpu,
+        references,
+        data,
+        req.reference.as_ref(),
+        args,
+        req.seed,
+    )?;
+    let (main, ref_out) = alloc_buffers(gpu, args, reference.is_some())?;
     let params = param_list(args, |i| ptr(&main, i))?;
 
     // Correctness: fresh inputs every trial, outputs poisoned before every launch.
