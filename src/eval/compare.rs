@@ -72,34 +72,37 @@ impl Errors {
     }
 }
 
-/// Compares one output buffer: `out` in `dtype` against `reference` in f32 (both raw
-/// little-endian bytes of the same element count). `name` labels the notes.
-pub fn compare(name: &str, out: &[u8], dtype: DType, reference: &[u8]) -> Errors {
+/// First offending elements found in one range of a buffer.
+#[derive(Default)]
+struct Scan {
+    e: Errors,
+    first_unwritten: Option<usize>,
+    first_nonfinite: Option<(usize, f64)>,
+    first_ref_bad: Option<usize>,
+    worst: Option<(usize, f64, f64)>,
+}
+
+fn scan(out: &[u8], dtype: DType, reference: &[u8], range: std::ops::Range<usize>) -> Scan {
     let size = dtype.size();
-    let n = (out.len() / size).min(reference.len() / 4);
-    let mut e = Errors::default();
-    let mut first_unwritten = None;
-    let mut first_nonfinite = None;
-    let mut first_ref_bad = None;
-    let mut worst = None;
-    for i in 0..n {
-        let r_bytes = &reference[i * 4..i * 4 + 4];
-        let r = decode(DType::F32, r_bytes);
+    let mut s = Scan::default();
+    let e = &mut s.e;
+    for i in range {
+        let r = decode(DType::F32, &reference[i * 4..i * 4 + 4]);
         if !r.is_finite() {
             e.reference_bad += 1;
-            first_ref_bad.get_or_insert(i);
+            s.first_ref_bad.get_or_insert(i);
             continue;
         }
         let o_bytes = &out[i * size..(i + 1) * size];
         if is_poisoned(dtype, o_bytes) {
             e.unwritten += 1;
-            first_unwritten.get_or_insert(i);
+            s.first_unwritten.get_or_insert(i);
             continue;
         }
         let o = decode(dtype, o_bytes);
         if !o.is_finite() {
             e.nonfinite += 1;
-            first_nonfinite.get_or_insert((i, o));
+            s.first_nonfinite.get_or_insert((i, o));
             continue;
         }
         let d = (o - r).abs();
@@ -109,7 +112,64 @@ pub fn compare(name: &str, out: &[u8], dtype: DType, reference: &[u8]) -> Errors
         e.sum_sq_ref += r * r;
         if d > e.max_abs_err {
             e.max_abs_err = d;
-            worst = Some((i, o, r));
+            s.worst = Some((i, o, r));
+        }
+    }
+    s
+}
+
+/// Elements per thread below which a buffer is compared on one thread.
+const PARALLEL_CHUNK: usize = 1 << 20;
+
+/// Compares one output buffer: `out` in `dtype` against `reference` in f32 (both raw
+/// little-endian bytes of the same element count). `name` labels the notes. Large buffers
+/// are split over the CPU's cores; the result does not depend on how.
+pub fn compare(name: &str, out: &[u8], dtype: DType, reference: &[u8]) -> Errors {
+    let size = dtype.size();
+    let n = (out.len() / size).min(reference.len() / 4);
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(n.div_ceil(PARALLEL_CHUNK))
+        .max(1);
+    let per = n.div_ceil(threads).max(1);
+    let parts: Vec<Scan> = if threads == 1 {
+        vec![scan(out, dtype, reference, 0..n)]
+    } else {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let range = (t * per).min(n)..((t + 1) * per).min(n);
+                    sc.spawn(move || scan(out, dtype, reference, range))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("compare thread panicked"))
+                .collect()
+        })
+    };
+    // Merge in index order: firsts from the earliest range, the worst error overall (the
+    // earliest index on ties, as a single pass would keep).
+    let mut e = Errors::default();
+    let mut first_unwritten = None;
+    let mut first_nonfinite = None;
+    let mut first_ref_bad = None;
+    let mut worst: Option<(usize, f64, f64)> = None;
+    for p in parts {
+        e.compared += p.e.compared;
+        e.sum_abs += p.e.sum_abs;
+        e.sum_sq_err += p.e.sum_sq_err;
+        e.sum_sq_ref += p.e.sum_sq_ref;
+        e.nonfinite += p.e.nonfinite;
+        e.unwritten += p.e.unwritten;
+        e.reference_bad += p.e.reference_bad;
+        first_unwritten = first_unwritten.or(p.first_unwritten);
+        first_nonfinite = first_nonfinite.or(p.first_nonfinite);
+        first_ref_bad = first_ref_bad.or(p.first_ref_bad);
+        if p.e.max_abs_err > e.max_abs_err {
+            e.max_abs_err = p.e.max_abs_err;
+            worst = p.worst;
         }
     }
     if let Some(i) = first_unwritten {
@@ -246,6 +306,36 @@ pub fn short(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_split_over_threads_gives_what_one_pass_gives() {
+        // Above the parallel threshold, with errors, NaN and unwritten elements scattered.
+        let n = 3 * PARALLEL_CHUNK + 17;
+        let mut out = Vec::with_capacity(n * 4);
+        let mut reference = Vec::with_capacity(n * 4);
+        for i in 0..n {
+            let r = (i % 1000) as f32 / 100.0;
+            let o = match i % 99_991 {
+                5 => f32::NAN,
+                7 => f32::from_bits(u32::MAX), // poison: unwritten
+                _ => r + (i % 13) as f32 * 1e-3,
+            };
+            out.extend_from_slice(&o.to_le_bytes());
+            reference.extend_from_slice(&r.to_le_bytes());
+        }
+        let split = compare("y", &out, DType::F32, &reference);
+        let whole = scan(&out, DType::F32, &reference, 0..n);
+        assert_eq!(split.compared, whole.e.compared);
+        assert_eq!(split.max_abs_err, whole.e.max_abs_err);
+        assert_eq!(split.nonfinite, whole.e.nonfinite);
+        assert_eq!(split.unwritten, whole.e.unwritten);
+        assert!((split.rel_l2_err() - whole.e.rel_l2_err()).abs() < 1e-12);
+        assert!(
+            split.notes.iter().any(|n| n.contains("first at index 5")),
+            "{:?}",
+            split.notes
+        );
+    }
     use crate::eval::inputs::{encode_all, poison_byte};
 
     fn f32s(v: &[f64]) -> Vec<u8> {
