@@ -12,4 +12,5 @@ pub mod insight;
 pub mod search;
 pub mod space;
 pub mod store;
+pub mod study;
 pub mod task;
