@@ -4,6 +4,7 @@
 mod compile;
 mod progress;
 mod runs;
+mod study;
 mod tune;
 
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ use clap::{Parser, Subcommand, ValueEnum};
   evoengineer tune tasks/gemm_bf16 --variant grid --json        measure every config on the GPU
   evoengineer runs                                              list the runs in ./evoengineer.db
   evoengineer show 3                                            winner, elites, trajectory of run 3
-  evoengineer export 3 --format csv                             every candidate of run 3")]
+  evoengineer export 3 --format csv                             every candidate of run 3
+  evoengineer study tasks/sdpa_fp8 --replay landscape.jsonl     compare the strategies over 50 seeds")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +40,9 @@ enum Command {
     Export(runs::ExportArgs),
     /// Compile configs of a task and report registers, shared memory and spills (no GPU needed).
     Compile(compile::CompileArgs),
+    /// Replay every strategy many times on a landscape: evaluations to the optimum, best found
+    /// at 16/32/64 evaluations, where default settings stop (Markdown or JSON).
+    Study(study::StudyArgs),
 }
 
 /// Where runs are recorded.
@@ -88,6 +93,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Show(a) => runs::show(a),
         Command::Export(a) => runs::export(a),
         Command::Compile(a) => compile::run(a),
+        Command::Study(a) => study::run(a),
     }
 }
 
