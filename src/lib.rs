@@ -9,6 +9,7 @@
 pub mod candidate;
 pub mod eval;
 pub mod insight;
+pub mod report;
 pub mod search;
 pub mod space;
 pub mod store;
