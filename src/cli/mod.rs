@@ -3,6 +3,7 @@
 
 mod compile;
 mod progress;
+mod report;
 mod runs;
 mod study;
 mod tune;
@@ -22,7 +23,8 @@ use clap::{Parser, Subcommand, ValueEnum};
   evoengineer runs                                              list the runs in ./evoengineer.db
   evoengineer show 3                                            winner, elites, trajectory of run 3
   evoengineer export 3 --format csv                             every candidate of run 3
-  evoengineer study tasks/sdpa_fp8 --replay landscape.jsonl     compare the strategies over 50 seeds")]
+  evoengineer study tasks/sdpa_fp8 --replay landscape.jsonl     compare the strategies over 50 seeds
+  evoengineer report 3 --out report3                           run 3 as report3/report.html")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,6 +45,8 @@ enum Command {
     /// Replay every strategy many times on a landscape: evaluations to the optimum, best found
     /// at 16/32/64 evaluations, where default settings stop (Markdown or JSON).
     Study(study::StudyArgs),
+    /// Write a run as one self-contained HTML page with charts (DIR/report.html).
+    Report(report::ReportArgs),
 }
 
 /// Where runs are recorded.
@@ -94,6 +98,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Export(a) => runs::export(a),
         Command::Compile(a) => compile::run(a),
         Command::Study(a) => study::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 
