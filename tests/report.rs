@@ -184,6 +184,19 @@ fn report_errors_are_clear() {
     );
 }
 
+/// Says a test was skipped where it is seen: the harness captures `eprintln!`, so write to
+/// the terminal's stderr device directly when there is one.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {why}");
+    match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
+        Ok(mut f) => {
+            let _ = writeln!(f, "{line}");
+        }
+        Err(_) => eprintln!("{line}"),
+    }
+}
+
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     for name in [
@@ -244,7 +257,7 @@ fn run_chromium(bin: &Path, args: &[&str], url: &str) -> String {
 #[test]
 fn report_renders_in_headless_chromium() {
     let Some(bin) = chromium() else {
-        eprintln!("SKIPPED: chromium not found (apt-get install chromium)");
+        skipped("chromium not found (apt-get install chromium)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
