@@ -4,7 +4,9 @@
 mod compile;
 mod gpu;
 mod progress;
+mod report;
 mod runs;
+mod study;
 mod tune;
 
 use std::path::PathBuf;
@@ -21,7 +23,9 @@ use clap::{Parser, Subcommand, ValueEnum};
   evoengineer tune tasks/gemm_bf16 --variant grid --json        measure every config on the GPU
   evoengineer runs                                              list the runs in ./evoengineer.db
   evoengineer show 3                                            winner, elites, trajectory of run 3
-  evoengineer export 3 --format csv                             every candidate of run 3")]
+  evoengineer export 3 --format csv                             every candidate of run 3
+  evoengineer study tasks/sdpa_fp8 --replay landscape.jsonl     compare the strategies over 50 seeds
+  evoengineer report 3 --out report3                           run 3 as report3/report.html")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,6 +50,11 @@ enum Command {
     /// The process that holds the CUDA context (started by evoengineer itself).
     #[command(hide = true)]
     Worker(gpu::WorkerArgs),
+    /// Replay every strategy many times on a landscape: evaluations to the optimum, best found
+    /// at 16/32/64 evaluations, where default settings stop (Markdown or JSON).
+    Study(study::StudyArgs),
+    /// Write a run as one self-contained HTML page with charts (DIR/report.html).
+    Report(report::ReportArgs),
 }
 
 /// Where runs are recorded.
@@ -99,6 +108,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Eval(a) => gpu::eval(a),
         Command::Profile(a) => gpu::profile(a),
         Command::Worker(a) => gpu::worker(a),
+        Command::Study(a) => study::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 

@@ -222,6 +222,22 @@ impl ReplayEvaluator {
         &self.path
     }
 
+    /// The sha256 of the landscape file, in hex.
+    pub fn file_sha256(&self) -> &str {
+        &self.file_sha256
+    }
+
+    /// The records for one shape, with their candidate keys, in no particular order.
+    pub fn records_for<'a>(
+        &'a self,
+        shape: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a LandscapeRecord)> + 'a {
+        self.records
+            .iter()
+            .filter(move |((s, _), _)| s == shape)
+            .map(|((_, key), rec)| (key.as_str(), rec))
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }

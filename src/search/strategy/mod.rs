@@ -21,7 +21,7 @@ use crate::space::{Config, Space, SpaceError};
 
 pub use free::Free;
 pub use full::Full;
-pub use grid::Grid;
+pub use grid::{Grid, GRID_LIMIT};
 pub use insight::Insight;
 pub use random::Random;
 

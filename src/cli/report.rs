@@ -1,0 +1,57 @@
+//! `evoengineer report`: a run as one self-contained HTML page.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use evoengineer::report;
+use evoengineer::store::Store;
+use evoengineer::task::Task;
+
+use super::DbArg;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Writes DIR/report.html: inline CSS and SVG, no script, nothing fetched. \
+Charts: best p50 and the elites against evaluations, every candidate by macro variant, each \
+knob's effect, registers and shared memory against p50, the bottleneck class along the run; \
+then the winner's config, gates and speedups, and the trajectory."
+)]
+pub struct ReportArgs {
+    /// The run's id, as `evoengineer runs` lists it
+    run_id: i64,
+
+    /// The folder to write report.html into (created if needed)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+
+    /// Baseline timings to draw and compare with: JSON Lines of {"name", "p50_us", "p90_us"?,
+    /// "shape"?} (lines for other shapes are ignored)
+    #[arg(long, value_name = "FILE")]
+    baselines: Option<PathBuf>,
+
+    #[command(flatten)]
+    db: DbArg,
+}
+
+pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.db.db)?;
+    let dir = store.run_task_dir(a.run_id)?;
+    let task = Task::load(&dir)
+        .with_context(|| format!("run {} was made on the task in {}", a.run_id, dir.display()))?;
+    let record = store.load_run(a.run_id, &task.space)?;
+    let baselines = match &a.baselines {
+        Some(p) => report::load_baselines(p)?,
+        None => vec![],
+    };
+    let html = report::render(
+        &task,
+        a.run_id,
+        &record,
+        &baselines,
+        &evoengineer::store::time::now_utc(),
+    );
+    let path = report::write(&a.out, &html)?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

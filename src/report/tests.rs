@@ -1,0 +1,181 @@
+use std::path::Path;
+
+use super::*;
+use crate::eval::replay::ReplayEvaluator;
+use crate::eval::Environment;
+use crate::search::{self, Journal, JournalError, Settings, Variant, WallClock};
+use crate::store::{RunRow, RunStatus};
+
+fn seed_task() -> Task {
+    Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/sdpa_fp8")).unwrap()
+}
+
+/// Records the elite set after each trial, as the store does.
+#[derive(Default)]
+struct History(Vec<Vec<Elite>>);
+impl Journal for History {
+    fn trial(&mut self, _t: &Trial, elites: &[Elite]) -> Result<(), JournalError> {
+        self.0.push(elites.to_vec());
+        Ok(())
+    }
+}
+
+/// A run of Full on a small landscape: p50 by index, every 5th config a compile error.
+fn record(task: &Task) -> RunRecord {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for (i, c) in task.space.enumerate(1 << 20).unwrap().iter().enumerate() {
+        let mut o = serde_json::json!({ "config": task.space.to_json(c) });
+        if i % 5 == 2 {
+            o["outcome"] = "compile_error".into();
+        } else {
+            o["outcome"] = "ok".into();
+            o["p50_us"] = (600.0 - i as f64 + (i % 7) as f64 * 9.0).into();
+            o["registers"] = (64 + i % 4 * 32).into();
+            o["bottleneck"] = ["compute", "memory"][i % 2].into();
+        }
+        lines.push(o.to_string());
+    }
+    let path = dir.path().join("l.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let mut replay = ReplayEvaluator::load(&path, task).unwrap();
+    let settings = Settings::new(Variant::Full, 1);
+    let mut history = History::default();
+    let r = search::run(
+        task,
+        task.default_shape(),
+        &settings,
+        &mut replay,
+        &mut history,
+        vec![],
+        &WallClock::new(std::time::Duration::ZERO),
+    )
+    .unwrap();
+    RunRecord {
+        row: RunRow {
+            id: 7,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            task: task.name.clone(),
+            shape: "mission".into(),
+            variant: Variant::Full,
+            seed: 1,
+            status: RunStatus::Finished,
+            stopped_by: Some(r.stopped_by),
+            evaluations: r.trials.len(),
+            best_p50_us: r.winner().map(|w| w.p50_us),
+            elapsed_s: Some(1.0),
+        },
+        task_dir: task.dir.clone(),
+        kernel_hash: task.source_hash.clone(),
+        settings,
+        evaluator: "replay:<l.jsonl>".into(),
+        environment: Environment {
+            device: "H100 <sim>".into(),
+            toolchain: "t & c".into(),
+        },
+        command_line: "evoengineer tune '<script>alert(1)</script>'".into(),
+        trials: r.trials,
+        elite_history: history.0,
+        elites: r.elites,
+    }
+}
+
+#[test]
+fn a_report_has_every_chart_and_escapes_what_it_shows() {
+    let task = seed_task();
+    let rec = record(&task);
+    let baselines = [
+        BaselineTiming {
+            name: "torch <sdpa>".into(),
+            p50_us: 650.0,
+            p90_us: None,
+            shape: None,
+        },
+        BaselineTiming {
+            name: "other shape".into(),
+            p50_us: 1.0,
+            p90_us: None,
+            shape: Some("huge".into()),
+        },
+    ];
+    let html = render(&task, 7, &rec, &baselines, "now");
+    for id in FIGURES {
+        let at = html
+            .find(&format!("<figure id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no figure {id}"));
+        let fig = &html[at..at + html[at..].find("</figure>").unwrap()];
+        assert!(fig.contains("<svg") && fig.contains("</svg>"), "{id}");
+        assert!(fig.contains("<figcaption>"), "{id}");
+        assert!(
+            fig.contains("<circle") || fig.contains("<rect"),
+            "{id} draws nothing"
+        );
+    }
+    // Text from the record is escaped, never markup.
+    assert!(!html.contains("<script"), "unescaped script");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(html.contains("H100 &lt;sim&gt;"));
+    assert!(html.contains("torch &lt;sdpa&gt;"));
+    // The baseline of another shape is left out.
+    assert!(!html.contains("other shape"));
+    // Self-contained: nothing to fetch.
+    for bad in ["src=", "href=", "@import", "url("] {
+        assert!(!html.contains(bad), "found {bad}");
+    }
+    // The trajectory table has a row per trial.
+    let table = &html[html.find("class=\"trajectory\"").unwrap()..];
+    assert_eq!(
+        table.matches("<tr").count(),
+        rec.trials.len() + 1,
+        "header plus one row per trial"
+    );
+    // The progress chart: one step line per elite rank, a dot per correct candidate.
+    let at = html.find("<figure id=\"fig-progress\">").unwrap();
+    let fig = &html[at..at + html[at..].find("</figure>").unwrap()];
+    assert_eq!(fig.matches("<polyline").count(), 3);
+    let ok = rec
+        .trials
+        .iter()
+        .filter(|t| t.evaluation.p50_us().is_some())
+        .count();
+    assert!(fig.matches("class=\"cand\"").count() > ok);
+    assert_eq!(fig.matches("class=\"baselinelabel\"").count(), 1);
+}
+
+#[test]
+fn a_run_without_a_correct_candidate_still_renders() {
+    let task = seed_task();
+    let mut rec = record(&task);
+    for t in &mut rec.trials {
+        t.evaluation = crate::eval::Evaluation::failed(Outcome::Incorrect, "wrong");
+    }
+    rec.elites.clear();
+    for h in &mut rec.elite_history {
+        h.clear();
+    }
+    let html = render(&task, 7, &rec, &[], "now");
+    for id in FIGURES {
+        assert!(html.contains(&format!("<figure id=\"{id}\">")), "{id}");
+    }
+    assert!(html.contains("there is no winner"));
+}
+
+#[test]
+fn baselines_load_from_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.jsonl");
+    std::fs::write(
+        &p,
+        "{\"name\": \"cudnn\", \"p50_us\": 456.5, \"shape\": \"mission\"}\n\n{\"name\": \"fa3\", \"p50_us\": 436.3, \"p90_us\": 440}\n",
+    )
+    .unwrap();
+    let b = load_baselines(&p).unwrap();
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[1].p90_us, Some(440.0));
+    std::fs::write(&p, "{\"name\": \"x\"}\n").unwrap();
+    let e = load_baselines(&p).unwrap_err().to_string();
+    assert!(e.contains(":1:") && e.contains("p50_us"), "{e}");
+    std::fs::write(&p, "{\"name\": \"x\", \"p50_us\": -1}\n").unwrap();
+    assert!(load_baselines(&p).is_err());
+}

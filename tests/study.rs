@@ -1,0 +1,168 @@
+//! `evoengineer study` end to end on a generated landscape.
+
+mod common;
+
+use common::{best_ok, evo, seed_task, write_landscape};
+use serde_json::Value;
+
+fn arm<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["arm"] == name)
+        .unwrap_or_else(|| panic!("no arm {name}"))
+}
+
+#[test]
+fn study_json_has_every_arm_and_sane_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let out = evo()
+        .arg("study")
+        .arg(seed_task())
+        .arg("--replay")
+        .arg(&land)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["optimum"]["p50_us"].as_f64().unwrap(), best_ok(&land));
+    assert_eq!(v["space_size"], 128);
+    assert_eq!(v["spec"]["seeds"], 50);
+    assert_eq!(v["spec"]["budget"], 128);
+    let names: Vec<&str> = v["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["arm"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "full",
+            "full-no-insights",
+            "full-no-elites",
+            "full-no-two-layer",
+            "insight",
+            "free",
+            "random",
+            "grid"
+        ]
+    );
+    for a in v["arms"].as_array().unwrap() {
+        let name = a["arm"].as_str().unwrap();
+        let t = &a["trajectory"];
+        assert_eq!(a["trajectory_runs"].as_array().unwrap().len(), 50, "{name}");
+        assert_eq!(a["default_runs"].as_array().unwrap().len(), 50, "{name}");
+        assert_eq!(a["settings"]["limits"]["patience"], 0, "{name}");
+        // Every run is a budget-128 walk of a 128-config space: every arm finds the optimum
+        // (patience 0 never stops one early), within 2% no later than the optimum itself.
+        assert_eq!(t["reached_optimum"], 1.0, "{name}");
+        let to_opt = t["to_optimum_median"].as_f64().unwrap();
+        let to_near = t["to_near_median"].as_f64().unwrap();
+        assert!(to_near <= to_opt && to_opt <= 128.0, "{name}: {t}");
+        for c in t["at"].as_array().unwrap() {
+            let r = c["ratio"].as_f64().unwrap();
+            assert!((1.0..1.2).contains(&r), "{name}: {c}");
+        }
+        let d = &a["default"];
+        assert!(d["evaluations_median"].as_f64().unwrap() <= 128.0);
+        assert!(d["median_gap_pct"].as_f64().unwrap() >= 0.0);
+    }
+    // The grid walks the space in order and always gets there, at the same evaluation.
+    let grid = &arm(&v, "grid")["trajectory"];
+    assert_eq!(grid["to_optimum_p90"], grid["to_optimum_median"]);
+    assert!(grid["to_optimum_p90"].as_f64().unwrap() <= 128.0);
+    // Random without replacement: the optimum's position is uniform over the space, so its
+    // median is near half the space (64.5; 50 seeds put the sample median within ~±15).
+    let random = arm(&v, "random")["trajectory"]["to_optimum_median"]
+        .as_f64()
+        .unwrap();
+    assert!((40.0..=90.0).contains(&random), "random: {random}");
+    // With default settings, random and grid never converge: they spend the budget.
+    for name in ["random", "grid"] {
+        assert_eq!(
+            arm(&v, name)["default"]["stopped_by"]["budget"],
+            50,
+            "{name}"
+        );
+    }
+    // Full converges under default settings.
+    assert!(
+        arm(&v, "full")["default"]["stopped_by"]["converged"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[test]
+fn study_markdown_says_where_its_numbers_come_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    let md = dir.path().join("study.md");
+    let out = evo()
+        .arg("study")
+        .arg(seed_task())
+        .arg("--replay")
+        .arg(&land)
+        .args(["--seeds", "5", "--arms", "full,random,grid", "--out"])
+        .arg(&md)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    let text = std::fs::read_to_string(&md).unwrap();
+    let sha = evoengineer::task::sha256_hex(&std::fs::read(&land).unwrap());
+    for needle in [
+        "--arms full,random,grid",
+        &land.display().to_string(),
+        &sha[..12],
+        "5 seeds per arm",
+        "| full |",
+        "| random |",
+        "| grid |",
+        "after 16",
+        "after 64",
+        "patience 10",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+    }
+    assert!(!text.contains("| insight |"));
+    // Three tables, each with a row per arm.
+    assert_eq!(text.matches("\n| full |").count(), 3, "{text}");
+}
+
+#[test]
+fn study_refuses_bad_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    for (args, expected) in [
+        (vec!["--arms", "fast"], "unknown arm `fast`"),
+        (vec!["--seeds", "0"], "--seeds"),
+        (vec!["--budget", "0"], "--budget"),
+        (vec!["--shape", "huge"], "no shape `huge`"),
+    ] {
+        let out = evo()
+            .arg("study")
+            .arg(seed_task())
+            .arg("--replay")
+            .arg(&land)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expected), "{args:?}: no `{expected}` in {err}");
+    }
+}
