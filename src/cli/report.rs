@@ -25,7 +25,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 
-    /// Baseline timings to draw and compare with: JSON Lines of {"name", "p50_us", "p90_us"?,
+    /// More baseline timings (those timed with the run come from the store): JSON Lines of {"name", "p50_us", "p90_us"?,
     /// "shape"?} (lines for other shapes are ignored)
     #[arg(long, value_name = "FILE")]
     baselines: Option<PathBuf>,
@@ -40,10 +40,22 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let task = Task::load(&dir)
         .with_context(|| format!("run {} was made on the task in {}", a.run_id, dir.display()))?;
     let record = store.load_run(a.run_id, &task.space)?;
-    let baselines = match &a.baselines {
-        Some(p) => report::load_baselines(p)?,
-        None => vec![],
-    };
+    // The baselines timed with the run, then any from --baselines.
+    let mut baselines: Vec<report::BaselineTiming> = store
+        .baselines(a.run_id)?
+        .into_iter()
+        .filter_map(|b| {
+            Some(report::BaselineTiming {
+                name: b.name,
+                p50_us: b.p50_us?,
+                p90_us: b.p90_us,
+                shape: Some(record.row.shape.clone()),
+            })
+        })
+        .collect();
+    if let Some(p) = &a.baselines {
+        baselines.extend(report::load_baselines(p)?);
+    }
     let html = report::render(
         &task,
         a.run_id,

@@ -385,6 +385,11 @@ pub fn run(
             remaining: limits.budget - trials.len() - 1,
         };
         strategy.tell(&mut ctx, &config, &trial.evaluation);
+        if !strategy.may_converge() {
+            // Patience counts only where convergence may stop the search (not in Full's
+            // first layer), so a first layer that ends quietly does not stop it at once.
+            unchanged_for = 0;
+        }
         trials.push(trial);
     };
 

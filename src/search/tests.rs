@@ -279,6 +279,23 @@ fn full_does_not_converge_inside_its_first_layer() {
 }
 
 #[test]
+fn full_gets_its_patience_after_the_first_layer() {
+    let task = seed_task();
+    let mut s = Settings::new(Variant::Full, 3);
+    s.limits.patience = 4;
+    let (r, rec) = run_synth(&task, &s, 0);
+    assert_eq!(r.stopped_by, StopReason::Converged);
+    assert!(
+        r.trials.len() >= 16 + 4,
+        "stopped after {} trials",
+        r.trials.len()
+    );
+    // The last 4 trials left the elites unchanged, and they all come after layer 1.
+    let n = rec.snapshots.len();
+    assert!(n - 4 >= 16);
+}
+
+#[test]
 fn time_limit_stops_the_search() {
     let task = seed_task();
     let mut s = Settings::new(Variant::Random, 3);
