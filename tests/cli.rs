@@ -1,85 +1,16 @@
 //! The `evoengineer` command end to end, on replayed landscapes (no GPU needed).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
+use common::{repo, seed_task, write_landscape};
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn seed_task() -> PathBuf {
-    repo().join("tasks/sdpa_fp8")
-}
-
 fn evo(_db: &Path) -> Command {
-    Command::cargo_bin("evoengineer").unwrap()
-}
-
-/// A landscape over the seed space with every kind of outcome: latency from a fixed formula,
-/// every 7th config a compile error, every 11th incorrect, every 13th missing from the file.
-fn write_landscape(dir: &Path) -> PathBuf {
-    let names = [
-        "USE_WARP_SPECIALIZATION",
-        "USE_PERSISTENT_CTA",
-        "TILE_M",
-        "TILE_N",
-        "NUM_PRODUCER_WARPS",
-        "USE_FAST_EXP",
-        "USE_CP_ASYNC_3STAGE",
-    ];
-    let mut lines = Vec::new();
-    for i in 0..128u32 {
-        let bits: Vec<i64> = (0..7).map(|b| ((i >> (6 - b)) & 1) as i64).collect();
-        let values = [
-            bits[0],
-            bits[1],
-            32 << bits[2],
-            32 << bits[3],
-            1 + bits[4],
-            bits[5],
-            bits[6],
-        ];
-        let config: serde_json::Map<String, Value> = names
-            .iter()
-            .zip(values)
-            .map(|(n, v)| (n.to_string(), v.into()))
-            .collect();
-        if i % 13 == 5 {
-            continue;
-        }
-        let mut obj =
-            serde_json::json!({ "config": config, "shape": "mission", "note": "extra field" });
-        if i % 7 == 3 {
-            obj["outcome"] = "compile_error".into();
-        } else if i % 11 == 4 {
-            obj["outcome"] = "incorrect".into();
-            obj["max_abs_err"] = 0.5.into();
-        } else {
-            // Warp specialisation, persistence and 64-wide tiles help; a ripple on top.
-            let p50 = 656.0
-                - 40.0 * bits[0] as f64
-                - 30.0 * bits[1] as f64
-                - 20.0 * bits[2] as f64
-                - 10.0 * bits[3] as f64
-                - 5.0 * bits[4] as f64
-                + 3.0 * bits[5] as f64
-                + ((i * 37) % 17) as f64;
-            obj["outcome"] = "ok".into();
-            obj["p50_us"] = p50.into();
-            obj["p90_us"] = (p50 * 1.05).into();
-            obj["registers"] = (96 + 8 * (i % 5)).into();
-            obj["bottleneck"] =
-                ["compute", "memory", "occupancy", "balanced"][(i % 4) as usize].into();
-        }
-        lines.push(obj.to_string());
-    }
-    let path = dir.join("landscape.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
+    common::evo()
 }
 
 fn tune_json(db: &Path, landscape: &Path, extra: &[&str]) -> Value {
@@ -501,11 +432,7 @@ fn measurements_are_reused_across_runs() {
 
 #[test]
 fn help_teaches() {
-    let out = Command::cargo_bin("evoengineer")
-        .unwrap()
-        .args(["tune", "--help"])
-        .output()
-        .unwrap();
+    let out = common::evo().args(["tune", "--help"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     for word in [
         "--variant",
@@ -518,4 +445,46 @@ fn help_teaches() {
     ] {
         assert!(text.contains(word), "no {word} in tune --help");
     }
+}
+
+#[test]
+fn with_no_gpu_tune_replays_the_recorded_h100_run_and_writes_the_report() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        eprintln!("SKIPPED: this machine has a GPU, so tune would measure instead of replaying");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let out = evo(&db)
+        .arg("tune")
+        .arg(repo().join("tasks/gemm_bf16"))
+        .arg("--db")
+        .arg(&db)
+        .arg("--report")
+        .arg(dir.path().join("report"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("no GPU on this machine: replaying the recorded run"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The winner is a real H100 measurement of the landscape, beside the baseline timed with it.
+    assert!(v["winner"]["p50_us"].as_f64().unwrap() > 300.0);
+    assert!(v["speedups"]["torch.matmul"].as_f64().unwrap() > 0.0);
+    let html = std::fs::read_to_string(dir.path().join("report/report.html")).unwrap();
+    assert!(html.contains("torch.matmul"));
+    // A task with no recorded landscape for the shape says what to do instead.
+    let out = evo(&db)
+        .arg("tune")
+        .arg(seed_task())
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no GPU on this machine and no --replay"));
 }

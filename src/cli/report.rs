@@ -36,13 +36,24 @@ pub struct ReportArgs {
 
 pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&a.db.db)?;
-    let dir = store.run_task_dir(a.run_id)?;
+    let path = write_report(&store, a.run_id, &a.out, a.baselines.as_deref())?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `out/report.html` for a run: its stored baselines, plus any from `extra`.
+pub fn write_report(
+    store: &Store,
+    run_id: i64,
+    out: &std::path::Path,
+    extra: Option<&std::path::Path>,
+) -> anyhow::Result<PathBuf> {
+    let dir = store.run_task_dir(run_id)?;
     let task = Task::load(&dir)
-        .with_context(|| format!("run {} was made on the task in {}", a.run_id, dir.display()))?;
-    let record = store.load_run(a.run_id, &task.space)?;
-    // The baselines timed with the run, then any from --baselines.
+        .with_context(|| format!("run {run_id} was made on the task in {}", dir.display()))?;
+    let record = store.load_run(run_id, &task.space)?;
     let mut baselines: Vec<report::BaselineTiming> = store
-        .baselines(a.run_id)?
+        .baselines(run_id)?
         .into_iter()
         .filter_map(|b| {
             Some(report::BaselineTiming {
@@ -53,17 +64,15 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
-    if let Some(p) = &a.baselines {
+    if let Some(p) = extra {
         baselines.extend(report::load_baselines(p)?);
     }
     let html = report::render(
         &task,
-        a.run_id,
+        run_id,
         &record,
         &baselines,
         &evoengineer::store::time::now_utc(),
     );
-    let path = report::write(&a.out, &html)?;
-    println!("{}", path.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(report::write(out, &html)?)
 }

@@ -85,6 +85,10 @@ pub struct TuneArgs {
     #[command(flatten)]
     db: DbArg,
 
+    /// Also write the run's HTML report into DIR (DIR/report.html)
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+
     /// Print one JSON object at the end instead of a summary
     #[arg(long)]
     json: bool,
@@ -221,6 +225,24 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
 
     // PyTorch baselines, on the same GPU, inputs and protocol.
     let mut baselines = store.baselines(run_id)?;
+    if let Backend::Replay(r) = &backend {
+        // Baselines timed in the run that recorded the landscape, shipped beside it.
+        let side = r.path().with_extension("baselines.jsonl");
+        if baselines.is_empty() && side.is_file() {
+            let recorded: Vec<_> = evoengineer::report::load_baselines(&side)?
+                .into_iter()
+                .filter(|b| b.shape.as_deref().is_none_or(|s| s == shape.name))
+                .map(|b| evoengineer::eval::baseline::BaselineResult {
+                    name: b.name,
+                    p50_us: Some(b.p50_us),
+                    p90_us: b.p90_us,
+                    ..Default::default()
+                })
+                .collect();
+            store.record_baselines(run_id, &recorded)?;
+            baselines = recorded;
+        }
+    }
     if let Backend::Cuda(ev) = &backend {
         if baselines.is_empty() && !task.baselines.is_empty() {
             if !a.json {
@@ -235,6 +257,10 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if let Some(dir) = &a.report {
+        let path = super::report::write_report(&store, run_id, dir, None)?;
+        eprintln!("report: {}", path.display());
+    }
     if a.json {
         let mut out = summary_json(run_id, &task, shape, &settings, &result);
         if !baselines.is_empty() {
