@@ -156,17 +156,7 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
             (None, task, shape, settings, desc, vec![], 0.0)
         }
     };
-    let shape = task.shape(&shape_name).with_context(|| {
-        format!(
-            "task `{}` has no shape `{shape_name}`; its shapes are {}",
-            task.name,
-            task.shapes
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
+    let shape = super::shape(&task, Some(&shape_name))?;
 
     let (mut backend, evaluator_desc) =
         make_evaluator(&evaluator_desc, &task, shape, &a, settings.seed)?;

@@ -67,18 +67,10 @@ impl Default for Free {
 
 impl Strategy for Free {
     fn ask(&mut self, ctx: &mut Ctx) -> Vec<Config> {
-        if !self.started {
-            self.started = true;
-            let d = ctx.space.default_config();
-            if ctx.is_new(&d) {
-                return vec![d];
-            }
+        if let Some(d) = ctx.default_once(&mut self.started) {
+            return vec![d];
         }
-        let best = ctx
-            .elites
-            .best()
-            .and_then(|e| e.candidate.as_ref())
-            .map(|c| c.config.clone());
+        let best = ctx.best();
         let proposal = match best {
             Some(b) if ctx.rng.random_bool(0.5) => {
                 Self::mutate(ctx, &b).or_else(|| Self::explore(ctx))

@@ -31,18 +31,10 @@ impl Insight {
 
 impl Strategy for Insight {
     fn ask(&mut self, ctx: &mut Ctx) -> Vec<Config> {
-        if !self.started {
-            self.started = true;
-            let d = ctx.space.default_config();
-            if ctx.is_new(&d) {
-                return vec![d];
-            }
+        if let Some(d) = ctx.default_once(&mut self.started) {
+            return vec![d];
         }
-        let best = ctx
-            .elites
-            .best()
-            .and_then(|e| e.candidate.as_ref())
-            .map(|c| c.config.clone());
+        let best = ctx.best();
         if let Some(best) = best {
             if self.queued_for.as_ref() != Some(&best) {
                 let class = if self.use_class {

@@ -42,6 +42,23 @@ impl Ctx<'_> {
         !self.seen.contains(c)
     }
 
+    /// The best config so far, if any candidate was correct.
+    pub fn best(&self) -> Option<Config> {
+        self.elites
+            .best()
+            .and_then(|e| e.candidate.as_ref())
+            .map(|c| c.config.clone())
+    }
+
+    /// The task's default config, the first time a strategy asks (if not evaluated yet).
+    pub fn default_once(&self, started: &mut bool) -> Option<Config> {
+        if std::mem::replace(started, true) {
+            return None;
+        }
+        let d = self.space.default_config();
+        self.is_new(&d).then_some(d)
+    }
+
     pub fn bottleneck(&self, c: &Config) -> Option<Bottleneck> {
         self.profiles.get(c).copied()
     }
