@@ -1,4 +1,4 @@
-//! The flagship task on a machine with no GPU: every config of the seed's space compiles for
+//! The compile gate on real tasks, on a machine with no GPU. The flagship task: every config of the seed's space compiles for
 //! sm_90a, and any two configs that differ in one knob give different cubins (each knob
 //! really changes the code).
 
@@ -46,4 +46,33 @@ fn all_seed_configs_compile_and_every_knob_changes_the_cubin() {
     }
     // 128 configs of 7 binary knobs: 128 · 7 / 2 pairs one knob apart.
     assert_eq!(pairs, 448);
+}
+
+#[test]
+fn gemm_compiles_every_config_and_reports_its_resources() {
+    let out = common::evo()
+        .arg("compile")
+        .arg(common::repo().join("tasks/gemm_bf16"))
+        .args(["--all", "--arch", "sm_90a", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("nvcc") && stderr.contains("not found") {
+        eprintln!("SKIPPED: nvcc not found (run scripts/setup-cuda): {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 270, "every valid config of the space");
+    for r in &rows {
+        for key in ["registers", "smem_bytes", "spill_bytes", "cubin_sha256"] {
+            assert!(!r[key].is_null(), "no {key} in {r}");
+        }
+        // A config either passes or says why not (spills over the task's limit).
+        assert!(
+            r["ok"] == true || r["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{r}"
+        );
+    }
+    assert!(rows.iter().filter(|r| r["ok"] == true).count() >= 260);
 }
