@@ -8,6 +8,8 @@
 //! stdout. [`ProviderSpec`] parses the `--llm` flag (`openai:URL#MODEL`, `command:PATH`).
 
 pub mod command;
+pub mod defence;
+pub mod extract;
 pub mod openai;
 
 use std::time::Duration;
