@@ -9,8 +9,10 @@
 
 pub mod command;
 pub mod defence;
+pub mod evolve;
 pub mod extract;
 pub mod openai;
+pub mod prompt;
 
 use std::time::Duration;
 

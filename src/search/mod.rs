@@ -88,6 +88,10 @@ pub struct Settings {
     pub insights: bool,
     /// Macro variants first, then micro variants of the elites (Full).
     pub two_layer: bool,
+    /// Code evolution with a language model instead of knob search ([`crate::llm::evolve`]);
+    /// `variant` then chooses the prompts (Free, Insight, Full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::evolve::LlmSettings>,
 }
 
 impl Settings {
@@ -106,6 +110,7 @@ impl Settings {
             diverse: false,
             insights: matches!(variant, Variant::Full | Variant::Insight),
             two_layer: variant == Variant::Full,
+            llm: None,
         }
     }
 

@@ -73,55 +73,13 @@ impl ChatServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
         std::thread::spawn(move || {
-            let mut i = 0usize;
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() || line.is_empty() {
-                    continue;
-                }
-                let mut headers = Vec::new();
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).is_err() {
-                        break;
-                    }
-                    let h = h.trim_end();
-                    if h.is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        let k = k.trim().to_ascii_lowercase();
-                        if k == "content-length" {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                        headers.push((k, v.trim().to_string()));
-                    }
-                }
-                let mut body = vec![0u8; len];
-                let _ = reader.read_exact(&mut body);
-                log.lock().unwrap().push((
-                    line.trim_end().to_string(),
-                    headers,
-                    String::from_utf8_lossy(&body).into_owned(),
-                ));
+            // Replies are given in the order connections arrive; each is served on its own
+            // thread, so a slow reply does not hold up the next request.
+            for (i, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { continue };
                 let reply = script[i.min(script.len() - 1)].clone();
-                i += 1;
-                std::thread::sleep(reply.delay);
-                let mut out = format!(
-                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    reply.status,
-                    reply.body.len()
-                );
-                for (k, v) in &reply.headers {
-                    out.push_str(&format!("{k}: {v}\r\n"));
-                }
-                out.push_str("\r\n");
-                out.push_str(&reply.body);
-                let _ = stream.write_all(out.as_bytes());
-                let _ = stream.flush();
+                let log = log.clone();
+                std::thread::spawn(move || serve(stream, reply, log));
             }
         });
         ChatServer { port, requests }
@@ -134,4 +92,51 @@ impl ChatServer {
     pub fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
     }
+}
+
+fn serve(mut stream: std::net::TcpStream, reply: Reply, log: Arc<Mutex<Vec<Request>>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() || line.is_empty() {
+        return;
+    }
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let k = k.trim().to_ascii_lowercase();
+            if k == "content-length" {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            headers.push((k, v.trim().to_string()));
+        }
+    }
+    let mut body = vec![0u8; len];
+    let _ = reader.read_exact(&mut body);
+    log.lock().unwrap().push((
+        line.trim_end().to_string(),
+        headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ));
+    std::thread::sleep(reply.delay);
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (k, v) in &reply.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&reply.body);
+    let _ = stream.write_all(out.as_bytes());
+    let _ = stream.flush();
 }
