@@ -120,7 +120,10 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let config = |e: &evoengineer::search::Elite| {
         e.candidate
             .as_ref()
-            .map(|c| task.space.display(&c.config))
+            .map(|c| match &c.source {
+                evoengineer::candidate::SourceRef::Base => task.space.display(&c.config),
+                v => format!("{v} {}", task.space.display(&c.config)),
+            })
             .unwrap_or_else(|| e.key.clone())
     };
     let why = match rec.row.stopped_by {
@@ -247,6 +250,17 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             t.key,
             if t.reused { "  (reused)" } else { "" }
         );
+        // Model-written sources: why a proposal was turned away, and suspect speedups.
+        let variant = matches!(
+            t.candidate.source,
+            evoengineer::candidate::SourceRef::Variant(_)
+        );
+        if let Some(m) = &t.evaluation.message {
+            if m.starts_with("REVIEW") || (variant && t.evaluation.p50_us().is_none()) {
+                let m: String = m.chars().take(200).collect();
+                println!("        note: {m}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,130 @@
+//! `tune --llm` end to end through the binary, with a `command:` provider (a shell script
+//! standing in for a model) and a replayed landscape: no GPU and no network. The replay has no
+//! measurements of model-written sources, so their trials are `missing` (nothing invented);
+//! what is checked is the plumbing: flags, calls, sources with lineage, resume, show.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+use evoengineer::store::Store;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn evo() -> Command {
+    Command::cargo_bin("evoengineer").unwrap()
+}
+
+fn model_script(dir: &Path) -> PathBuf {
+    let p = dir.join("model.sh");
+    std::fs::write(
+        &p,
+        r#"#!/bin/sh
+# A stand-in model: reads the request, answers one fixed variant.
+cat > /dev/null
+cat <<'ANSWER'
+Use fewer threads per row.
+
+```cuda
+#include <cuda_bf16.h>
+extern "C" __global__ void softmax_bf16_kernel(const __nv_bfloat16* X, __nv_bfloat16* Y, int ROWS, int COLS) {}
+```
+ANSWER
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn tune_with_a_command_provider_records_calls_and_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("runs.db");
+    let script = model_script(tmp.path());
+    let task = repo().join("tasks/softmax_bf16");
+    let landscape = task.join("landscapes/h100-mission.jsonl");
+    let out = evo()
+        .arg("tune")
+        .arg(&task)
+        .arg("--replay")
+        .arg(&landscape)
+        .args(["--variant", "insight", "--llm"])
+        .arg(format!("command:{}", script.display()))
+        .args(["--llm-calls", "2", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["evaluations"], 3, "the task's kernel and two calls");
+    assert_eq!(v["stopped_by"], "budget");
+    let run_id = v["run_id"].as_i64().unwrap();
+
+    let store = Store::open(&db).unwrap();
+    let sources = store.run_sources(run_id).unwrap();
+    assert_eq!(sources.len(), 1, "the same answer twice: one source");
+    assert_eq!(sources[0].operator.as_deref(), Some("init"));
+    assert_eq!(
+        sources[0].notes.as_deref(),
+        Some("Use fewer threads per row.")
+    );
+
+    let show = evo()
+        .args(["show", &run_id.to_string(), "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success());
+    assert!(text.contains("src:"), "{text}");
+    assert!(text.contains("missing"), "{text}");
+
+    let show = evo()
+        .args(["show", &run_id.to_string(), "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert!(v["settings"]["llm"]["provider"]["spec"]["kind"] == "command");
+}
+
+#[test]
+fn llm_flags_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("runs.db");
+    let task = repo().join("tasks/softmax_bf16");
+    let landscape = task.join("landscapes/h100-mission.jsonl");
+    let run = |args: &[&str]| {
+        let out = evo()
+            .arg("tune")
+            .arg(&task)
+            .arg("--replay")
+            .arg(&landscape)
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&[
+        "--llm",
+        "openai:http://127.0.0.1:9/v1#m",
+        "--llm-key-env",
+        "EVOENGINEER_TEST_NO_SUCH_KEY",
+    ]);
+    assert!(e.contains("EVOENGINEER_TEST_NO_SUCH_KEY"), "{e}");
+    let e = run(&["--llm", "command:true", "--variant", "grid"]);
+    assert!(e.contains("--variant full, insight or free"), "{e}");
+    let e = run(&["--llm", "gemini:x"]);
+    assert!(e.contains("expected openai:"), "{e}");
+}
