@@ -356,7 +356,23 @@ pub fn values(input: &PromptInput<'_>) -> BTreeMap<&'static str, String> {
         "shape",
         format!("{} ({})", input.shape.name, input.shape.describe()),
     );
-    v.insert("tolerance", format!("{:?}", task.tolerance));
+    let t = &task.tolerance;
+    let limits: Vec<String> = [
+        ("max_abs_err", t.max_abs_err),
+        ("mean_abs_err", t.mean_abs_err),
+        ("rel_l2_err", t.rel_l2_err),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| v.map(|v| format!("{n} <= {v:e}")))
+    .collect();
+    v.insert(
+        "tolerance",
+        if limits.is_empty() {
+            "no NaN, no unwritten output".to_string()
+        } else {
+            format!("against the reference, {}", limits.join(", "))
+        },
+    );
     v.insert("base_code", input.base_code.to_string());
     v.insert(
         "base_p50_us",
@@ -448,6 +464,48 @@ mod tests {
         ] {
             check(t).unwrap();
         }
+    }
+
+    #[test]
+    fn the_shipped_softmax_templates_load_and_variants_fill_what_they_should() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/softmax_bf16");
+        let t = Templates::load(&dir).unwrap();
+        assert_eq!(t.from_files.len(), 4, "{:?}", t.from_files);
+        let task = Task::load(&dir).unwrap();
+        let shown = |label: &str| Shown {
+            code: format!("// {label}"),
+            p50_us: Some(50.0),
+            label: label.into(),
+        };
+        let input = |variant| PromptInput {
+            task: &task,
+            shape: task.default_shape(),
+            variant,
+            operator: Operator::Crossover,
+            base_code: "// base",
+            base_p50_us: Some(100.0),
+            parents: vec![shown("a"), shown("b")],
+            elites: vec![shown("e1")],
+            insights: Insights {
+                bottleneck: Some("memory".into()),
+                history: vec!["call 0 (init): correct".into()],
+                ..Insights::default()
+            },
+        };
+        let free = build(&t, &input(Variant::Free)).unwrap().user;
+        let insight = build(&t, &input(Variant::Insight)).unwrap().user;
+        let full = build(&t, &input(Variant::Full)).unwrap().user;
+        for u in [&free, &insight, &full] {
+            assert!(u.contains("softmax_bf16_kernel") && u.contains("// a") && u.contains("// b"));
+            assert!(u.contains("p50 50.00 us, 2.00x the task's kernel"), "{u}");
+            assert!(u.contains("max_abs_err <= 5e-4"), "{u}");
+            assert!(!u.contains("{{"), "{u}");
+        }
+        assert!(!free.contains("(I3)") && !free.contains("(I2)"));
+        assert!(
+            insight.contains("(I3)") && insight.contains("memory") && !insight.contains("(I2)")
+        );
+        assert!(full.contains("(I3)") && full.contains("(I2)") && full.contains("// e1"));
     }
 
     #[test]
