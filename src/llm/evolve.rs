@@ -575,3 +575,208 @@ impl Evolution<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop's logic with a scripted model and an evaluator that neither compiles nor
+    //! measures (its p50 is read from a `// P=NN` comment in the source): operators, lineage,
+    //! the review note, determinism and resume. The real compile path is in tests/llm_loop.rs.
+
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    use super::*;
+    use crate::eval::{Environment, EvalError, Timing};
+    use crate::llm::{Answer, ChatRequest, LlmError, ProviderSpec};
+    use crate::search::{NoJournal, Variant, WallClock};
+
+    #[derive(Debug)]
+    struct Scripted {
+        answers: Vec<String>,
+        asked: RefCell<Vec<ChatRequest>>,
+    }
+
+    impl Provider for Scripted {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn model(&self) -> String {
+            "scripted".into()
+        }
+        fn complete(&self, r: &ChatRequest) -> Result<Answer, LlmError> {
+            let mut asked = self.asked.borrow_mut();
+            asked.push(r.clone());
+            let text = self.answers[(asked.len() - 1).min(self.answers.len() - 1)].clone();
+            if text == "FAIL" {
+                return Err(LlmError::Call("scripted failure".into()));
+            }
+            Ok(Answer {
+                text,
+                model: "scripted".into(),
+                usage: None,
+                attempts: 1,
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct ReadP50 {
+        sources: HashMap<String, String>,
+    }
+
+    impl Evaluator for ReadP50 {
+        fn environment(&self) -> Environment {
+            Environment::default()
+        }
+        fn register_source(&mut self, hash: &str, code: &str) {
+            self.sources.insert(hash.into(), code.into());
+        }
+        fn evaluate(&mut self, c: &Candidate, _: &Shape) -> Result<Evaluation, EvalError> {
+            let p50 = match &c.source {
+                SourceRef::Base => 100.0,
+                SourceRef::Variant(h) => {
+                    let code = &self.sources[h];
+                    let at = code.find("// P=").expect("P= marker") + 5;
+                    code[at..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                }
+            };
+            Ok(Evaluation {
+                timing: Some(Timing {
+                    p50_us: p50,
+                    p90_us: p50,
+                    ..Timing::default()
+                }),
+                ..Evaluation::failed(Outcome::Ok, "fake")
+            })
+        }
+        fn profile(&mut self, _: &Candidate, _: &Shape) -> Result<Option<Profile>, EvalError> {
+            Ok(None)
+        }
+    }
+
+    fn variant(p: u32) -> String {
+        format!(
+            "idea {p}\n```cuda\n// P={p}\nextern \"C\" __global__ void softmax_bf16_kernel() {{}}\n```\n"
+        )
+    }
+
+    fn run(
+        variant_: Variant,
+        answers: &[String],
+        calls: usize,
+        resume: Vec<Trial>,
+        book: &mut HashMap<String, SourceRecord>,
+    ) -> (SearchResult, usize) {
+        let task =
+            Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/softmax_bf16")).unwrap();
+        let mut llm = LlmSettings::new(
+            ProviderConfig::new(ProviderSpec::parse("command:unused").unwrap()),
+            calls,
+        );
+        llm.crossover_rate = 1.0;
+        let mut settings = Settings::new(variant_, 3);
+        settings.llm = Some(llm.clone());
+        let provider = Scripted {
+            answers: answers.to_vec(),
+            asked: RefCell::new(vec![]),
+        };
+        let templates = Templates::builtin();
+        let r = Evolution {
+            task: &task,
+            shape: task.default_shape(),
+            settings: &settings,
+            llm: &llm,
+            provider: &provider,
+            templates: &templates,
+            run_id: None,
+        }
+        .run(
+            &mut ReadP50::default(),
+            &mut NoJournal,
+            book,
+            resume,
+            &WallClock::new(std::time::Duration::ZERO),
+        )
+        .unwrap();
+        let asked = provider.asked.borrow().len();
+        (r, asked)
+    }
+
+    #[test]
+    fn operators_lineage_review_and_failures() {
+        let answers = [
+            variant(80),
+            variant(70),
+            "FAIL".to_string(),
+            variant(60),
+            variant(5),
+        ];
+        let mut book = HashMap::new();
+        let (r, asked) = run(Variant::Full, &answers, 5, vec![], &mut book);
+        assert_eq!(asked, 5);
+        assert_eq!(r.trials.len(), 6);
+        assert_eq!(
+            r.trials[0].candidate,
+            Candidate::base(r.trials[0].candidate.config.clone())
+        );
+        let by_call = |c: i64| book.values().find(|s| s.call == Some(c)).unwrap().clone();
+        assert_eq!(by_call(0).operator.as_deref(), Some("init"));
+        assert_eq!(by_call(0).parents, ["base"]);
+        // The task's kernel is an elite too: from call 1 on there are two, and with crossover
+        // rate 1 every call crosses two of them over.
+        let c1 = by_call(1);
+        assert_eq!(c1.operator.as_deref(), Some("crossover"));
+        assert_eq!(c1.parents.len(), 2);
+        assert!(c1.parents.contains(&"base".to_string()));
+        assert!(c1.parents.contains(&by_call(0).hash));
+        let c3 = by_call(3);
+        assert_eq!(c3.operator.as_deref(), Some("crossover"));
+        assert_eq!(c3.parents.len(), 2);
+        assert!(by_call(2)
+            .rejection
+            .as_deref()
+            .unwrap()
+            .contains("scripted failure"));
+        assert_eq!(r.trials[3].evaluation.outcome, Outcome::CompileError);
+        let review = r.trials[5].evaluation.message.as_deref().unwrap();
+        assert!(review.starts_with("REVIEW: 20.0x"), "{review}");
+        assert!(r.trials[4].evaluation.message.as_deref() == Some("fake"));
+        assert_eq!(r.winner().unwrap().p50_us, 5.0);
+    }
+
+    #[test]
+    fn same_seed_same_answers_same_run_and_resume_asks_only_the_rest() {
+        let answers: Vec<String> = [90, 70, 60, 65, 50, 55].into_iter().map(variant).collect();
+        let keys = |r: &SearchResult| r.trials.iter().map(|t| t.key.clone()).collect::<Vec<_>>();
+        let mut book = HashMap::new();
+        let (a, _) = run(Variant::Full, &answers, 6, vec![], &mut book);
+        let (b, _) = run(Variant::Full, &answers, 6, vec![], &mut HashMap::new());
+        assert_eq!(keys(&a), keys(&b));
+        // Resume after call 2 (trials 0..=3 recorded): calls 3..5 are asked, nothing else.
+        let (c, asked) = run(
+            Variant::Full,
+            &answers[3..],
+            6,
+            a.trials[..4].to_vec(),
+            &mut book,
+        );
+        assert_eq!(asked, 3);
+        assert_eq!(keys(&c), keys(&a));
+    }
+
+    #[test]
+    fn free_keeps_one_best_and_never_crosses_over() {
+        let answers: Vec<String> = [90, 70, 60, 65].into_iter().map(variant).collect();
+        let mut book = HashMap::new();
+        let (r, _) = run(Variant::Free, &answers, 4, vec![], &mut book);
+        assert_eq!(r.elites.len(), 1);
+        assert!(book
+            .values()
+            .all(|s| s.operator.as_deref() != Some("crossover")));
+    }
+}
