@@ -94,6 +94,52 @@ fn tune_with_a_command_provider_records_calls_and_sources() {
         .unwrap();
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert!(v["settings"]["llm"]["provider"]["spec"]["kind"] == "command");
+
+    // Knob tuning of the model's source: a landscape whose lines name it (as an export of a
+    // GPU run of it would), searched with --source and a prefix of its hash.
+    let hash = &sources[0].hash;
+    let lines: Vec<String> = std::fs::read_to_string(&landscape)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["source"] = format!("src:{hash}").into();
+            v.to_string()
+        })
+        .collect();
+    let variant_landscape = tmp.path().join("variant.jsonl");
+    std::fs::write(&variant_landscape, lines.join("\n")).unwrap();
+    let out = evo()
+        .arg("tune")
+        .arg(&task)
+        .arg("--replay")
+        .arg(&variant_landscape)
+        .args(["--variant", "random", "--budget", "5", "--json", "--source"])
+        .arg(&hash[..12])
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["evaluations"], 5);
+    assert_eq!(v["winner"]["source"], format!("src:{hash}"));
+    let out = evo()
+        .args(["tune"])
+        .arg(&task)
+        .args(["--replay"])
+        .arg(&variant_landscape)
+        .args(["--source", "0123456789", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model-written source"));
 }
 
 #[test]

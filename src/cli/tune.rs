@@ -105,10 +105,15 @@ pub struct TuneArgs {
     #[arg(long, value_name = "N", requires = "llm")]
     llm_max_tokens: Option<u64>,
 
+    /// Search the knobs of a model-written source from the store (its sha256, or a unique
+    /// prefix) instead of the task's kernel
+    #[arg(long, value_name = "HASH", conflicts_with = "llm")]
+    source: Option<String>,
+
     /// Continue a run that was interrupted; its settings come from the store
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
         "variant", "budget", "elites", "micro_per_elite", "patience", "time_limit", "seed",
-        "shape", "diverse", "no_insights", "no_two_layer", "replay", "llm"
+        "shape", "diverse", "no_insights", "no_two_layer", "replay", "llm", "source"
     ])]
     resume: Option<i64>,
 
@@ -170,7 +175,13 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .expect("clap requires TASK_DIR without --resume");
             let task = Task::load(dir)?;
-            let settings = settings_from(&a)?;
+            let mut settings = settings_from(&a)?;
+            if let Some(prefix) = &a.source {
+                let src = store.find_source(prefix)?.with_context(|| {
+                    format!("no model-written source {prefix} in {}", a.db.db.display())
+                })?;
+                settings.source = Some(src.hash);
+            }
             let shape = match &a.shape {
                 Some(s) => s.clone(),
                 None => task.default_shape().name.clone(),
@@ -196,6 +207,12 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
 
     let (mut backend, evaluator_desc) =
         make_evaluator(&evaluator_desc, &task, shape, &a, settings.seed)?;
+    if let Some(hash) = &settings.source {
+        let src = store
+            .source(hash)?
+            .with_context(|| format!("source {hash} is not in the store"))?;
+        backend.evaluator().register_source(hash, &src.code);
+    }
     let env = backend.evaluator().environment();
     let run_id = match run_id {
         Some(id) => id,
@@ -476,7 +493,13 @@ fn elite_json(task: &Task, e: &Elite) -> serde_json::Value {
         .as_ref()
         .map(|c| serde_json::Value::Object(task.space.to_json(&c.config)))
         .unwrap_or(serde_json::Value::Null);
-    json!({ "config": config, "p50_us": e.p50_us, "p90_us": e.p90_us })
+    let mut v = json!({ "config": config, "p50_us": e.p50_us, "p90_us": e.p90_us });
+    if let Some(evoengineer::candidate::SourceRef::Variant(h)) =
+        e.candidate.as_ref().map(|c| &c.source)
+    {
+        v["source"] = format!("src:{h}").into();
+    }
+    v
 }
 
 /// The object `tune --json` prints. Nothing in it depends on time, so two runs of the same

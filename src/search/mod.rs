@@ -92,6 +92,9 @@ pub struct Settings {
     /// `variant` then chooses the prompts (Free, Insight, Full).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<crate::llm::evolve::LlmSettings>,
+    /// Search the knobs of this model-written source (sha256) instead of the task's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Settings {
@@ -111,6 +114,7 @@ impl Settings {
             insights: matches!(variant, Variant::Full | Variant::Insight),
             two_layer: variant == Variant::Full,
             llm: None,
+            source: None,
         }
     }
 
@@ -253,6 +257,14 @@ pub fn run(
     let limits = settings.limits;
     let mut resume = VecDeque::from(resume);
     let mut empty_asks = 0;
+    let source = match &settings.source {
+        Some(h) => crate::candidate::SourceRef::Variant(h.clone()),
+        None => crate::candidate::SourceRef::Base,
+    };
+    let candidate_of = |config: Config| Candidate {
+        source: source.clone(),
+        config,
+    };
 
     let stopped_by = loop {
         let elapsed = match (trials.last(), resume.is_empty()) {
@@ -299,7 +311,7 @@ pub fn run(
                 continue;
             }
             empty_asks = 0;
-            let upcoming: Vec<Candidate> = batch.iter().cloned().map(Candidate::base).collect();
+            let upcoming: Vec<Candidate> = batch.iter().cloned().map(&candidate_of).collect();
             if resume.len() < upcoming.len() {
                 evaluator.prepare(&upcoming[resume.len()..], shape);
             }
@@ -307,7 +319,7 @@ pub fn run(
             continue;
         };
 
-        let candidate = Candidate::base(config.clone());
+        let candidate = candidate_of(config.clone());
         let key = candidate.key(space);
         let seq = trials.len();
         let started = Instant::now();

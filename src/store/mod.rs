@@ -807,6 +807,32 @@ impl Store {
         Ok(Some(rec))
     }
 
+    /// The source whose hash is `prefix` or starts with it (`src:` allowed in front); an
+    /// error names the candidates when several match.
+    pub fn find_source(&self, prefix: &str) -> Result<Option<SourceRecord>, StoreError> {
+        let prefix = prefix.trim_start_matches("src:");
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash FROM sources WHERE hash >= ?1 AND hash < ?1 || 'g' AND code <> '' LIMIT 3")
+            .map_err(self.db())?;
+        let hashes = stmt
+            .query_map([prefix], |r| r.get::<_, String>(0))
+            .map_err(self.db())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.db())?;
+        match hashes.as_slice() {
+            [] => Ok(None),
+            [h] => self.source(h),
+            _ => Err(self.data(
+                format!("source {prefix}"),
+                format!(
+                    "several sources start with it ({}, ...): give more of the hash",
+                    hashes.join(", ")
+                ),
+            )),
+        }
+    }
+
     /// Every source proposed in run `run_id`, by call.
     pub fn run_sources(&self, run_id: i64) -> Result<Vec<SourceRecord>, StoreError> {
         let mut stmt = self
