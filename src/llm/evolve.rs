@@ -131,11 +131,11 @@ impl Evolution<'_> {
         let task = self.task;
         let space = &task.space;
         let spec = task.kernel.as_ref().ok_or_else(|| {
-            SearchError::Resume(format!("task `{}` has no [kernel] section", task.name))
+            SearchError::Setup(format!("task `{}` has no [kernel] section", task.name))
         })?;
         let entry = spec.launch.entry.clone();
         let base_code = std::fs::read_to_string(&spec.launch.source).map_err(|e| {
-            SearchError::Resume(format!("cannot read {}: {e}", spec.launch.source.display()))
+            SearchError::Setup(format!("cannot read {}: {e}", spec.launch.source.display()))
         })?;
         let dctx = DefenceContext::for_task(task);
         let macros = space.layer_indices(Layer::Macro);
@@ -320,7 +320,7 @@ impl Evolution<'_> {
                     .collect(),
                 insights,
             };
-            let request = prompt::build(self.templates, &input).map_err(SearchError::Resume)?;
+            let request = prompt::build(self.templates, &input).map_err(SearchError::Setup)?;
             let prompt_hash =
                 sha256_hex(format!("{}\0{}", request.system, request.user).as_bytes());
             let answer = self.provider.complete(&request);

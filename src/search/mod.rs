@@ -215,6 +215,10 @@ pub enum SearchError {
     Journal(#[from] JournalError),
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// The run cannot start or go on for a reason of its setup (a task without a kernel, a
+    /// prompt that cannot be built).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// How a search ended.
