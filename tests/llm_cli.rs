@@ -86,6 +86,14 @@ fn tune_with_a_command_provider_records_calls_and_sources() {
     assert!(show.status.success());
     assert!(text.contains("src:"), "{text}");
     assert!(text.contains("missing"), "{text}");
+    assert!(
+        text.contains("code evolution: 1 sources proposed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("init") && text.contains("from base"),
+        "{text}"
+    );
 
     let show = evo()
         .args(["show", &run_id.to_string(), "--json", "--db"])
@@ -94,6 +102,8 @@ fn tune_with_a_command_provider_records_calls_and_sources() {
         .unwrap();
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert!(v["settings"]["llm"]["provider"]["spec"]["kind"] == "command");
+    assert_eq!(v["sources"][0]["operator"], "init");
+    assert_eq!(v["sources"][0]["parents"][0], "base");
 
     // Knob tuning of the model's source: a landscape whose lines name it (as an export of a
     // GPU run of it would), searched with --source and a prefix of its hash.

@@ -171,7 +171,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        let out = json!({
+        let mut out = json!({
             "run_id": a.run_id, "task": rec.row.task, "shape": rec.row.shape,
             "variant": rec.settings.variant.as_str(), "seed": rec.settings.seed,
             "settings": rec.settings, "status": rec.row.status.to_string(),
@@ -183,6 +183,23 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             "elites": rec.elites.iter().map(elite).collect::<Vec<_>>(),
             "trajectory": trajectory,
         });
+        // Code evolution: every proposal with its lineage (the answers themselves stay in the
+        // store: `sources.answer`).
+        let sources = store.run_sources(a.run_id)?;
+        if !sources.is_empty() {
+            out["sources"] = sources
+                .iter()
+                .map(|s| {
+                    json!({
+                        "hash": s.hash, "call": s.call, "operator": s.operator,
+                        "parents": s.parents, "model": s.model, "prompt_hash": s.prompt_hash,
+                        "notes": s.notes, "usage": s.usage, "rejection": s.rejection,
+                        "code_bytes": s.code.len(), "created_at": s.created_at,
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -222,6 +239,36 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "-".into()),
             config(e)
         );
+    }
+    let sources = store.run_sources(a.run_id)?;
+    if !sources.is_empty() {
+        let tokens: u64 = sources
+            .iter()
+            .filter_map(|s| s.usage.map(|u| u.total_tokens))
+            .sum();
+        let rejected = sources.iter().filter(|s| s.rejection.is_some()).count();
+        println!(
+            "code evolution: {} sources proposed ({rejected} turned away before compiling), {tokens} tokens",
+            sources.len()
+        );
+        for s in &sources {
+            let parents: Vec<String> = s
+                .parents
+                .iter()
+                .map(|p| p.chars().take(12).collect())
+                .collect();
+            println!(
+                "  call {:>3}  {:<9}  src:{}  from {}{}",
+                s.call.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                s.operator.as_deref().unwrap_or("-"),
+                &s.hash[..12.min(s.hash.len())],
+                parents.join(" + "),
+                s.rejection
+                    .as_deref()
+                    .map(|r| format!("  turned away: {}", r.chars().take(100).collect::<String>()))
+                    .unwrap_or_default()
+            );
+        }
     }
     println!("trajectory:");
     println!(
