@@ -269,6 +269,9 @@ fn check_statement(s: &str, in_fn: bool, opens: bool) -> Result<(), Rejection> {
         .filter(|w| !w.is_empty())
         .collect();
     let has = |w: &str| words.contains(&w);
+    // Attributes with parentheses do not make a declaration a function prototype.
+    let cleaned = strip_attributes(s);
+    let s = cleaned.as_str();
     let before_init = s.split('=').next().unwrap_or(s);
     // `const T* p` is a writable pointer; `T* const p` and `const T x` are not writable.
     let object = before_init.rsplit('*').next().unwrap_or(before_init);
@@ -304,6 +307,47 @@ fn check_statement(s: &str, in_fn: bool, opens: bool) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+/// `s` without `__align__(..)`, `alignas(..)`, `__launch_bounds__(..)`, `__attribute__((..))`
+/// and `__declspec(..)`.
+fn strip_attributes(s: &str) -> String {
+    let mut out = s.to_string();
+    for name in [
+        "__align__",
+        "alignas",
+        "__launch_bounds__",
+        "__attribute__",
+        "__declspec",
+        "__maxnreg__",
+    ] {
+        while let Some(i) = out.find(name) {
+            let after = i + name.len();
+            let rest = &out[after..];
+            let open = rest.len() - rest.trim_start().len();
+            if !rest.trim_start().starts_with('(') {
+                out.replace_range(i..after, " ");
+                continue;
+            }
+            let mut depth = 0usize;
+            let mut end = out.len();
+            for (j, c) in out[after + open..].char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = after + open + j + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.replace_range(i..end, " ");
+        }
+    }
+    out
 }
 
 fn shorten(s: &str) -> String {
@@ -479,6 +523,18 @@ mod tests {
         assert_eq!(kind("__device__ const float c = 1.f;"), None);
         assert_eq!(kind("__device__ const float* p;"), Some("persistent_state"));
         assert_eq!(kind("__device__ float* const p = nullptr;"), None);
+        assert_eq!(
+            kind("__device__ __align__(16) float buf[64];"),
+            Some("persistent_state")
+        );
+        assert_eq!(
+            kind("__device__ __attribute__((used)) int n;"),
+            Some("persistent_state")
+        );
+        assert_eq!(
+            kind("__global__ void __launch_bounds__(256, 2) k(float* y) { y[0] = 1.f; }"),
+            None
+        );
         assert_eq!(kind("__device__ float f(float x);\n__device__ __forceinline__ float g(float x) { return x; }"), None);
         assert_eq!(
             kind("__global__ void k() { static __shared__ float s[32]; __shared__ int t; }"),

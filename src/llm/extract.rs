@@ -43,7 +43,16 @@ fn blocks(answer: &str) -> Result<Vec<Block>, Rejection> {
         let t = line.trim();
         if let Some(rest) = t.strip_prefix("```") {
             match open.take() {
-                None => open = Some((pos, rest.trim().to_ascii_lowercase(), pos + line.len())),
+                None => {
+                    // The language is the tag's first word (```cuda title="k.cu" → cuda).
+                    let lang = rest
+                        .trim()
+                        .split(|c: char| c.is_whitespace() || c == ':' || c == '{' || c == ',')
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_lowercase();
+                    open = Some((pos, lang, pos + line.len()))
+                }
                 Some((start, lang, code_start)) => {
                     out.push(Block {
                         lang,
@@ -145,6 +154,8 @@ mod tests {
                 .code,
             K
         );
+        let titled = format!("```CUDA title=\"k.cu\"\n{K}```");
+        assert_eq!(extract(&titled, "k").unwrap().code, K);
     }
 
     #[test]
