@@ -112,7 +112,9 @@ fn code_evolution_against_a_local_endpoint_compiles_stores_and_resumes() {
         ..CompilerSettings::default()
     };
     if let Err(e) = CompileGate::new(gate_settings.clone()).toolchain(Compiler::Nvcc) {
-        eprintln!("SKIPPED: nvcc not found ({e}); run scripts/setup-cuda");
+        // Straight to stderr, in one write: libtest captures `eprintln!` of passing tests.
+        let line = format!("\nSKIPPED: nvcc not found (run scripts/setup-cuda) [llm_loop: {e}]\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         return;
     }
     let base = std::fs::read_to_string(root.join("tasks/softmax_bf16/kernel.cu")).unwrap();
