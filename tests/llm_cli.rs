@@ -3,6 +3,9 @@
 //! measurements of model-written sources, so their trials are `missing` (nothing invented);
 //! what is checked is the plumbing: flags, calls, sources with lineage, resume, show.
 
+#[path = "support/chat_server.rs"]
+mod chat_server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -183,4 +186,67 @@ fn llm_flags_are_checked() {
     assert!(e.contains("--variant full, insight or free"), "{e}");
     let e = run(&["--llm", "gemini:x"]);
     assert!(e.contains("expected openai:"), "{e}");
+}
+
+#[test]
+fn openai_provider_through_the_binary_sends_the_key_and_stores_it_nowhere() {
+    let key = "sk-test-do-not-store-4242";
+    let answer = "Idea.\n```cuda\nextern \"C\" __global__ void softmax_bf16_kernel() {}\n```\n";
+    let server = chat_server::ChatServer::start(vec![
+        chat_server::Reply::status(503, "warming up"),
+        chat_server::Reply::completion(answer),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("runs.db");
+    let task = repo().join("tasks/softmax_bf16");
+    let out = evo()
+        .env("EVOENGINEER_TEST_API_KEY", key)
+        .arg("tune")
+        .arg(&task)
+        .arg("--replay")
+        .arg(task.join("landscapes/h100-mission.jsonl"))
+        .arg("--llm")
+        .arg(format!("openai:{}#test-model", server.base_url()))
+        .args([
+            "--llm-key-env",
+            "EVOENGINEER_TEST_API_KEY",
+            "--llm-calls",
+            "1",
+        ])
+        .args(["--llm-temperature", "0.2", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(key));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(key));
+    let reqs = server.requests.lock().unwrap();
+    assert_eq!(reqs.len(), 2, "503, then the answer");
+    for (_, headers, body) in reqs.iter() {
+        assert!(headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && v == &format!("Bearer {key}")));
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["model"], "test-model");
+        assert_eq!(body["temperature"], 0.2);
+    }
+    // Nothing in the store's files holds the key; the variable's name is recorded.
+    let store = Store::open(&db).unwrap();
+    let rec = store
+        .load_run(1, &evoengineer::task::Task::load(&task).unwrap().space)
+        .unwrap();
+    let llm = rec.settings.llm.unwrap();
+    assert_eq!(
+        llm.provider.key_env.as_deref(),
+        Some("EVOENGINEER_TEST_API_KEY")
+    );
+    drop(store);
+    for entry in std::fs::read_dir(tmp.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "the key is in a file of the store"
+        );
+    }
 }
