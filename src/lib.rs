@@ -10,6 +10,7 @@ pub mod candidate;
 pub mod cuda;
 pub mod eval;
 pub mod insight;
+pub mod llm;
 pub mod report;
 pub mod search;
 pub mod space;

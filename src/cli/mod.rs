@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Search a task's space for its fastest correct config.
-    Tune(tune::TuneArgs),
+    Tune(Box<tune::TuneArgs>),
     /// List the runs in a store.
     Runs(runs::RunsArgs),
     /// Show a run: winner, elites, trajectory, and why it stopped.
@@ -100,7 +100,7 @@ impl From<VariantArg> for evoengineer::search::Variant {
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Tune(a) => tune::run(a),
+        Command::Tune(a) => tune::run(*a),
         Command::Runs(a) => runs::list(a),
         Command::Show(a) => runs::show(a),
         Command::Export(a) => runs::export(a),

@@ -120,7 +120,10 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let config = |e: &evoengineer::search::Elite| {
         e.candidate
             .as_ref()
-            .map(|c| task.space.display(&c.config))
+            .map(|c| match &c.source {
+                evoengineer::candidate::SourceRef::Base => task.space.display(&c.config),
+                v => format!("{v} {}", task.space.display(&c.config)),
+            })
             .unwrap_or_else(|| e.key.clone())
     };
     let why = match rec.row.stopped_by {
@@ -168,7 +171,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        let out = json!({
+        let mut out = json!({
             "run_id": a.run_id, "task": rec.row.task, "shape": rec.row.shape,
             "variant": rec.settings.variant.as_str(), "seed": rec.settings.seed,
             "settings": rec.settings, "status": rec.row.status.to_string(),
@@ -180,6 +183,23 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             "elites": rec.elites.iter().map(elite).collect::<Vec<_>>(),
             "trajectory": trajectory,
         });
+        // Code evolution: every proposal with its lineage (the answers themselves stay in the
+        // store: `sources.answer`).
+        let sources = store.run_sources(a.run_id)?;
+        if !sources.is_empty() {
+            out["sources"] = sources
+                .iter()
+                .map(|s| {
+                    json!({
+                        "hash": s.hash, "call": s.call, "operator": s.operator,
+                        "parents": s.parents, "model": s.model, "prompt_hash": s.prompt_hash,
+                        "notes": s.notes, "usage": s.usage, "rejection": s.rejection,
+                        "code_bytes": s.code.len(), "created_at": s.created_at,
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -220,6 +240,36 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             config(e)
         );
     }
+    let sources = store.run_sources(a.run_id)?;
+    if !sources.is_empty() {
+        let tokens: u64 = sources
+            .iter()
+            .filter_map(|s| s.usage.map(|u| u.total_tokens))
+            .sum();
+        let rejected = sources.iter().filter(|s| s.rejection.is_some()).count();
+        println!(
+            "code evolution: {} sources proposed ({rejected} turned away before compiling), {tokens} tokens",
+            sources.len()
+        );
+        for s in &sources {
+            let parents: Vec<String> = s
+                .parents
+                .iter()
+                .map(|p| p.chars().take(12).collect())
+                .collect();
+            println!(
+                "  call {:>3}  {:<9}  src:{}  from {}{}",
+                s.call.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                s.operator.as_deref().unwrap_or("-"),
+                &s.hash[..12.min(s.hash.len())],
+                parents.join(" + "),
+                s.rejection
+                    .as_deref()
+                    .map(|r| format!("  turned away: {}", r.chars().take(100).collect::<String>()))
+                    .unwrap_or_default()
+            );
+        }
+    }
     println!("trajectory:");
     println!(
         "  {:>4}  {:<14} {:>10} {:>10}  {:<9}  candidate",
@@ -247,6 +297,17 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             t.key,
             if t.reused { "  (reused)" } else { "" }
         );
+        // Model-written sources: why a proposal was turned away, and suspect speedups.
+        let variant = matches!(
+            t.candidate.source,
+            evoengineer::candidate::SourceRef::Variant(_)
+        );
+        if let Some(m) = &t.evaluation.message {
+            if m.starts_with("REVIEW") || (variant && t.evaluation.p50_us().is_none()) {
+                let m: String = m.chars().take(200).collect();
+                println!("        note: {m}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

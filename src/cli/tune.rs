@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use evoengineer::eval::replay::ReplayEvaluator;
 use evoengineer::eval::Evaluator;
+use evoengineer::llm::evolve::{Evolution, LlmSettings};
+use evoengineer::llm::prompt::Templates;
+use evoengineer::llm::{ProviderConfig, ProviderSpec};
 use evoengineer::search::{self, Elite, SearchResult, Settings, Variant, WallClock};
 use evoengineer::store::{NewRun, Store};
 use evoengineer::task::Task;
@@ -75,10 +78,42 @@ pub struct TuneArgs {
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
 
+    /// Code evolution: a language model writes kernel variants. openai:BASE_URL#MODEL (any
+    /// OpenAI-compatible chat-completions endpoint), command:PROGRAM (request JSON on stdin,
+    /// answer on stdout) or command-text:PROGRAM (plain text). --variant picks the prompts:
+    /// free (task + best code), insight (+ profiling insights), full (+ elites' code)
+    #[arg(long, value_name = "PROVIDER_SPEC")]
+    llm: Option<String>,
+
+    /// Model calls of a code-evolution run (each one trial)
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "llm")]
+    llm_calls: usize,
+
+    /// Environment variable holding the API key (its name is recorded, never the key)
+    #[arg(long, value_name = "NAME", requires = "llm")]
+    llm_key_env: Option<String>,
+
+    /// Per-call timeout of the model, e.g. 90s, 5m
+    #[arg(long, value_name = "DURATION", default_value = "5m", requires = "llm")]
+    llm_timeout: String,
+
+    /// Sampling temperature sent to the model
+    #[arg(long, value_name = "T", requires = "llm")]
+    llm_temperature: Option<f64>,
+
+    /// Answer length limit sent to the model (max_tokens)
+    #[arg(long, value_name = "N", requires = "llm")]
+    llm_max_tokens: Option<u64>,
+
+    /// Search the knobs of a model-written source from the store (its sha256, or a unique
+    /// prefix) instead of the task's kernel
+    #[arg(long, value_name = "HASH", conflicts_with = "llm")]
+    source: Option<String>,
+
     /// Continue a run that was interrupted; its settings come from the store
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
         "variant", "budget", "elites", "micro_per_elite", "patience", "time_limit", "seed",
-        "shape", "diverse", "no_insights", "no_two_layer", "replay"
+        "shape", "diverse", "no_insights", "no_two_layer", "replay", "llm", "source"
     ])]
     resume: Option<i64>,
 
@@ -144,7 +179,13 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .expect("clap requires TASK_DIR without --resume");
             let task = Task::load(dir)?;
-            let settings = settings_from(&a)?;
+            let mut settings = settings_from(&a)?;
+            if let Some(prefix) = &a.source {
+                let src = store.find_source(prefix)?.with_context(|| {
+                    format!("no model-written source {prefix} in {}", a.db.db.display())
+                })?;
+                settings.source = Some(src.hash);
+            }
             let shape = match &a.shape {
                 Some(s) => s.clone(),
                 None => task.default_shape().name.clone(),
@@ -160,6 +201,12 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
 
     let (mut backend, evaluator_desc) =
         make_evaluator(&evaluator_desc, &task, shape, &a, settings.seed)?;
+    if let Some(hash) = &settings.source {
+        let src = store
+            .source(hash)?
+            .with_context(|| format!("source {hash} is not in the store"))?;
+        backend.evaluator().register_source(hash, &src.code);
+    }
     let env = backend.evaluator().environment();
     let run_id = match run_id {
         Some(id) => id,
@@ -191,17 +238,63 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let journal = store.journal(run_id, &task.space, &task.source_hash, &shape.name, &env)?;
-    let mut progress = Progress::new(journal, settings.limits.budget, resume.len());
-    let result = search::run(
-        &task,
-        shape,
-        &settings,
-        backend.evaluator(),
-        &mut progress,
-        resume,
-        &WallClock::new(Duration::from_secs_f64(offset)),
-    );
-    progress.finish();
+    let clock = WallClock::new(Duration::from_secs_f64(offset));
+    let result = match &settings.llm {
+        None => {
+            let mut progress = Progress::new(journal, settings.limits.budget, resume.len());
+            let r = search::run(
+                &task,
+                shape,
+                &settings,
+                backend.evaluator(),
+                &mut progress,
+                resume,
+                &clock,
+            );
+            progress.finish();
+            r
+        }
+        Some(llm) => {
+            let provider = llm.provider.build()?;
+            let templates = Templates::load(&task.dir)?;
+            if !a.json {
+                eprintln!(
+                    "code evolution: {} calls to {} (prompts: {}; templates from files: {})",
+                    llm.calls,
+                    provider.describe(),
+                    settings.variant,
+                    if templates.from_files.is_empty() {
+                        "none".to_string()
+                    } else {
+                        templates.from_files.join(", ")
+                    }
+                );
+                if matches!(backend, Backend::Replay(_)) {
+                    eprintln!("note: a replayed landscape has no measurements of model-written sources: they are recorded as missing");
+                }
+            }
+            let mut progress = Progress::new(journal, llm.calls + 1, resume.len());
+            let mut book: &Store = &store;
+            let r = Evolution {
+                task: &task,
+                shape,
+                settings: &settings,
+                llm,
+                provider: provider.as_ref(),
+                templates: &templates,
+                run_id: Some(run_id),
+            }
+            .run(
+                backend.evaluator(),
+                &mut progress,
+                &mut book,
+                resume,
+                &clock,
+            );
+            progress.finish();
+            r
+        }
+    };
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -295,6 +388,27 @@ fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
         })
         .transpose()?;
     s.diverse = a.diverse;
+    if let Some(spec) = &a.llm {
+        if !matches!(variant, Variant::Full | Variant::Insight | Variant::Free) {
+            bail!("--llm works with --variant full, insight or free (they pick the prompts)");
+        }
+        if a.llm_calls == 0 {
+            bail!("--llm-calls must be at least 1");
+        }
+        let mut cfg = ProviderConfig::new(ProviderSpec::parse(spec)?);
+        cfg.key_env = a.llm_key_env.clone();
+        cfg.timeout = humantime::parse_duration(&a.llm_timeout).with_context(|| {
+            format!(
+                "--llm-timeout `{}`: expected a duration such as 90s or 5m",
+                a.llm_timeout
+            )
+        })?;
+        cfg.temperature = a.llm_temperature;
+        cfg.max_tokens = a.llm_max_tokens;
+        // Fail now, not after the first evaluation, on a missing key variable.
+        cfg.build()?;
+        s.llm = Some(LlmSettings::new(cfg, a.llm_calls));
+    }
     if a.no_insights {
         s.insights = false;
     }
@@ -395,7 +509,13 @@ fn elite_json(task: &Task, e: &Elite) -> serde_json::Value {
         .as_ref()
         .map(|c| serde_json::Value::Object(task.space.to_json(&c.config)))
         .unwrap_or(serde_json::Value::Null);
-    json!({ "config": config, "p50_us": e.p50_us, "p90_us": e.p90_us })
+    let mut v = json!({ "config": config, "p50_us": e.p50_us, "p90_us": e.p90_us });
+    if let Some(evoengineer::candidate::SourceRef::Variant(h)) =
+        e.candidate.as_ref().map(|c| &c.source)
+    {
+        v["source"] = format!("src:{h}").into();
+    }
+    v
 }
 
 /// The object `tune --json` prints. Nothing in it depends on time, so two runs of the same
@@ -437,7 +557,7 @@ fn print_summary(run_id: i64, task: &Task, s: &Settings, r: &SearchResult) {
             let config = w
                 .candidate
                 .as_ref()
-                .map(|c| task.space.display(&c.config))
+                .map(|c| described(task, c))
                 .unwrap_or_default();
             println!(
                 "winner: p50 {:.2} us, p90 {:.2} us  {config}",
@@ -447,14 +567,35 @@ fn print_summary(run_id: i64, task: &Task, s: &Settings, r: &SearchResult) {
                 let config = e
                     .candidate
                     .as_ref()
-                    .map(|c| task.space.display(&c.config))
+                    .map(|c| described(task, c))
                     .unwrap_or_default();
                 println!("elite {}: p50 {:.2} us  {config}", i + 1, e.p50_us);
             }
         }
         None => println!("no candidate passed every gate: there is no winner"),
     }
+    let review = r
+        .trials
+        .iter()
+        .filter(|t| {
+            t.evaluation
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("REVIEW"))
+        })
+        .count();
+    if review > 0 {
+        println!("{review} candidates are flagged for review (suspect speedups): see `evoengineer show {run_id}`");
+    }
     if s.variant != Variant::Grid {
         println!("details: evoengineer show {run_id}");
+    }
+}
+
+/// A candidate's config, with its source when it is a model-written variant.
+fn described(task: &Task, c: &evoengineer::candidate::Candidate) -> String {
+    match &c.source {
+        evoengineer::candidate::SourceRef::Base => task.space.display(&c.config),
+        v => format!("{v} {}", task.space.display(&c.config)),
     }
 }

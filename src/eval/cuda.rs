@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::candidate::Candidate;
+use crate::candidate::{Candidate, SourceRef};
 use crate::cuda::{DeviceInfo, Dims};
 use crate::eval::baseline::{run_baselines, BaselineOptions, BaselineRun};
 use crate::eval::compile::{
@@ -74,6 +74,8 @@ pub struct CudaEvaluator {
     references: HashMap<String, KernelRef>,
     /// Notes said once (no profiler, ...).
     pub notes: Vec<String>,
+    /// Model-written sources by sha256 ([`Evaluator::register_source`]).
+    sources: HashMap<String, String>,
 }
 
 /// The architecture to build for: Hopper gets its `a` variant (wgmma, setmaxnreg).
@@ -143,6 +145,7 @@ impl CudaEvaluator {
             references: HashMap::new(),
             opts,
             notes: Vec::new(),
+            sources: HashMap::new(),
         })
     }
 
@@ -158,8 +161,23 @@ impl CudaEvaluator {
         format!("{}@{}", c.key(&self.task.space), shape.name)
     }
 
-    fn job(&self, config: &Config, shape: &Shape) -> Result<CompileJob, CompileError> {
-        CompileJob::for_candidate(&self.task, config, shape, &self.arch, None)
+    /// The compile job of a candidate: the task's source, or the variant it names.
+    fn job(&self, c: &Candidate, shape: &Shape) -> Result<CompileJob, CompileError> {
+        let source = match &c.source {
+            SourceRef::Base => None,
+            SourceRef::Variant(hash) => Some(self.sources.get(hash).ok_or_else(|| {
+                CompileError::Setup(format!(
+                    "source variant {hash} was never registered with the evaluator"
+                ))
+            })?),
+        };
+        CompileJob::for_candidate(
+            &self.task,
+            &c.config,
+            shape,
+            &self.arch,
+            source.map(String::as_str),
+        )
     }
 
     fn compiled(&self, c: &Candidate, shape: &Shape) -> Result<Compiled, CompileError> {
@@ -167,7 +185,7 @@ impl CudaEvaluator {
         if let Some(done) = self.queue.take(&key) {
             return done;
         }
-        self.gate.compile(&self.job(&c.config, shape)?)
+        self.gate.compile(&self.job(c, shape)?)
     }
 
     /// Writes a cubin where the worker can load it.
@@ -196,7 +214,7 @@ impl CudaEvaluator {
             EvalError::Other(format!("cannot read {}: {e}", launch.source.display()))
         })?;
         let mut job = self
-            .job(&config, shape)
+            .job(&Candidate::base(config.clone()), shape)
             .map_err(|e| EvalError::Other(e.to_string()))?;
         job.source = source;
         job.file_name = launch
@@ -289,9 +307,13 @@ impl Evaluator for CudaEvaluator {
         }
     }
 
+    fn register_source(&mut self, hash: &str, code: &str) {
+        self.sources.insert(hash.to_string(), code.to_string());
+    }
+
     fn prepare(&mut self, upcoming: &[Candidate], shape: &Shape) {
         for c in upcoming {
-            if let Ok(job) = self.job(&c.config, shape) {
+            if let Ok(job) = self.job(c, shape) {
                 self.queue.submit(self.queue_key(c, shape), job);
             }
         }

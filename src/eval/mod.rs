@@ -190,6 +190,10 @@ pub trait Evaluator {
     /// Device and toolchain, recorded with every measurement.
     fn environment(&self) -> Environment;
 
+    /// The text of a model-written source, so candidates naming it (`SourceRef::Variant`) can
+    /// be compiled. Evaluators that do not compile (a replay) ignore it.
+    fn register_source(&mut self, _hash: &str, _code: &str) {}
+
     /// A hint that these candidates come next, so compiles can start while the GPU measures.
     fn prepare(&mut self, _upcoming: &[Candidate], _shape: &Shape) {}
 

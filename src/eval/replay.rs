@@ -288,3 +288,48 @@ impl Evaluator for ReplayEvaluator {
             .and_then(|r| r.to_evaluation(&self.rules).profile))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_are_missing_unless_the_landscape_has_their_source() {
+        let task = Task::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/softmax_bf16"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.jsonl");
+        let config = r#"{"THREADS_PER_ROW":256,"ROWS_PER_BLOCK":1,"VEC":4}"#;
+        let hash = "ab".repeat(32);
+        std::fs::write(
+            &path,
+            format!(
+                "{{\"config\":{config},\"outcome\":\"ok\",\"p50_us\":10.0}}\n{{\"config\":{config},\"source\":\"src:{hash}\",\"outcome\":\"ok\",\"p50_us\":8.0}}\n"
+            ),
+        )
+        .unwrap();
+        let mut r = ReplayEvaluator::load(&path, &task).unwrap();
+        let shape = task.default_shape().clone();
+        let config = task.space.default_config();
+        let base = r
+            .evaluate(&Candidate::base(config.clone()), &shape)
+            .unwrap();
+        assert_eq!(base.p50_us(), Some(10.0));
+        let known = Candidate {
+            source: SourceRef::Variant(hash),
+            config: config.clone(),
+        };
+        r.register_source("ignored", "ignored");
+        assert_eq!(r.evaluate(&known, &shape).unwrap().p50_us(), Some(8.0));
+        let unknown = Candidate {
+            source: SourceRef::Variant("cd".repeat(32)),
+            config,
+        };
+        assert_eq!(
+            r.evaluate(&unknown, &shape).unwrap().outcome,
+            Outcome::Missing
+        );
+    }
+}

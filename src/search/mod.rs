@@ -88,6 +88,13 @@ pub struct Settings {
     pub insights: bool,
     /// Macro variants first, then micro variants of the elites (Full).
     pub two_layer: bool,
+    /// Code evolution with a language model instead of knob search ([`crate::llm::evolve`]);
+    /// `variant` then chooses the prompts (Free, Insight, Full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::evolve::LlmSettings>,
+    /// Search the knobs of this model-written source (sha256) instead of the task's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Settings {
@@ -106,6 +113,8 @@ impl Settings {
             diverse: false,
             insights: matches!(variant, Variant::Full | Variant::Insight),
             two_layer: variant == Variant::Full,
+            llm: None,
+            source: None,
         }
     }
 
@@ -206,6 +215,10 @@ pub enum SearchError {
     Journal(#[from] JournalError),
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// The run cannot start or go on for a reason of its setup (a task without a kernel, a
+    /// prompt that cannot be built).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// How a search ended.
@@ -248,6 +261,14 @@ pub fn run(
     let limits = settings.limits;
     let mut resume = VecDeque::from(resume);
     let mut empty_asks = 0;
+    let source = match &settings.source {
+        Some(h) => crate::candidate::SourceRef::Variant(h.clone()),
+        None => crate::candidate::SourceRef::Base,
+    };
+    let candidate_of = |config: Config| Candidate {
+        source: source.clone(),
+        config,
+    };
 
     let stopped_by = loop {
         let elapsed = match (trials.last(), resume.is_empty()) {
@@ -294,7 +315,7 @@ pub fn run(
                 continue;
             }
             empty_asks = 0;
-            let upcoming: Vec<Candidate> = batch.iter().cloned().map(Candidate::base).collect();
+            let upcoming: Vec<Candidate> = batch.iter().cloned().map(&candidate_of).collect();
             if resume.len() < upcoming.len() {
                 evaluator.prepare(&upcoming[resume.len()..], shape);
             }
@@ -302,7 +323,7 @@ pub fn run(
             continue;
         };
 
-        let candidate = Candidate::base(config.clone());
+        let candidate = candidate_of(config.clone());
         let key = candidate.key(space);
         let seq = trials.len();
         let started = Instant::now();

@@ -29,8 +29,12 @@
 //!   `missing` one, never a reused one), with the run and seq it came from; separately
 //!   `profiled` and the profile JSON (`profiled = 1` with no profile: profiled before, no
 //!   profiler was there).
-//! - `sources`: kernel source variants by sha256 (code, parents, operator, model, prompt hash,
-//!   answer); empty for now.
+//! - `sources`: kernel sources written by a language model, by sha256 of the code (code,
+//!   `parents_json`: the parents' hashes, operator, model, prompt hash, the whole answer, and
+//!   since version 2 `run_id` and `call` that proposed it, the reasoning `notes`, `usage_json`
+//!   (token counts) and `rejection` (why it never reached the compiler, if so). A proposal with
+//!   no code (an empty or malformed answer, a failed call) is kept under the sha256 of its
+//!   answer or error, with empty `code` and its `rejection`.
 //!
 //! JSON columns of evaluations and profiles come with a `*_nonfinite` column that keeps the
 //! floats JSON cannot hold (NaN, ±infinity), so every trial loads back exactly as recorded.
@@ -249,6 +253,9 @@ impl Store {
                 });
             }
             tx.execute_batch(schema::CREATE_V1).map_err(self.db())?;
+        }
+        if version < 2 {
+            tx.execute_batch(schema::MIGRATE_V2).map_err(self.db())?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(self.db())?;
         }
@@ -696,6 +703,154 @@ impl Store {
                 rec
             })
             .collect())
+    }
+}
+
+/// A model-written kernel source and its lineage (the `sources` table).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourceRecord {
+    /// sha256 of `code` (of the answer or error when there is no code).
+    pub hash: String,
+    pub code: String,
+    /// Hashes of the parents (`base` for the task's own source).
+    pub parents: Vec<String>,
+    pub operator: Option<String>,
+    pub model: Option<String>,
+    pub prompt_hash: Option<String>,
+    pub answer: Option<String>,
+    pub run_id: Option<i64>,
+    pub call: Option<i64>,
+    pub notes: Option<String>,
+    pub usage: Option<crate::llm::Usage>,
+    pub rejection: Option<String>,
+    /// Set by the store.
+    pub created_at: String,
+}
+
+impl Store {
+    /// Records a source; one already there (same hash) is kept as it is. True if new.
+    pub fn put_source(&self, s: &SourceRecord) -> Result<bool, StoreError> {
+        let parents = serde_json::to_string(&s.parents).map_err(|e| self.data("source", e))?;
+        let usage = s
+            .usage
+            .map(|u| serde_json::to_string(&u))
+            .transpose()
+            .map_err(|e| self.data("source", e))?;
+        let tx = self.write()?;
+        let n = tx
+            .execute(
+                "INSERT OR IGNORE INTO sources (hash, code, parents_json, operator, model,
+                    prompt_hash, answer, created_at, run_id, call, notes, usage_json, rejection)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    s.hash,
+                    s.code,
+                    parents,
+                    s.operator,
+                    s.model,
+                    s.prompt_hash,
+                    s.answer,
+                    time::now_utc(),
+                    s.run_id,
+                    s.call,
+                    s.notes,
+                    usage,
+                    s.rejection
+                ],
+            )
+            .map_err(self.db())?;
+        tx.commit().map_err(self.db())?;
+        Ok(n > 0)
+    }
+
+    /// The source of `hash`, if recorded.
+    pub fn source(&self, hash: &str) -> Result<Option<SourceRecord>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT hash, code, parents_json, operator, model, prompt_hash, answer, run_id,
+                    call, notes, usage_json, rejection, created_at
+                 FROM sources WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok((
+                        SourceRecord {
+                            hash: r.get(0)?,
+                            code: r.get(1)?,
+                            operator: r.get(3)?,
+                            model: r.get(4)?,
+                            prompt_hash: r.get(5)?,
+                            answer: r.get(6)?,
+                            run_id: r.get(7)?,
+                            call: r.get(8)?,
+                            notes: r.get(9)?,
+                            rejection: r.get(11)?,
+                            created_at: r.get(12)?,
+                            ..SourceRecord::default()
+                        },
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(10)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.db())?;
+        let Some((mut rec, parents, usage)) = row else {
+            return Ok(None);
+        };
+        rec.parents = serde_json::from_str(&parents)
+            .map_err(|e| self.data(format!("source {hash}: parents"), e))?;
+        rec.usage = usage
+            .map(|u| serde_json::from_str(&u))
+            .transpose()
+            .map_err(|e| self.data(format!("source {hash}: usage"), e))?;
+        Ok(Some(rec))
+    }
+
+    /// The source whose hash is `prefix` or starts with it (`src:` allowed in front); an
+    /// error names the candidates when several match.
+    pub fn find_source(&self, prefix: &str) -> Result<Option<SourceRecord>, StoreError> {
+        let prefix = prefix.trim_start_matches("src:");
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash FROM sources WHERE hash >= ?1 AND hash < ?1 || 'g' AND code <> '' LIMIT 3")
+            .map_err(self.db())?;
+        let hashes = stmt
+            .query_map([prefix], |r| r.get::<_, String>(0))
+            .map_err(self.db())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.db())?;
+        match hashes.as_slice() {
+            [] => Ok(None),
+            [h] => self.source(h),
+            _ => Err(self.data(
+                format!("source {prefix}"),
+                format!(
+                    "several sources start with it ({}, ...): give more of the hash",
+                    hashes.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Every source proposed in run `run_id`, by call.
+    pub fn run_sources(&self, run_id: i64) -> Result<Vec<SourceRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash FROM sources WHERE run_id = ?1 ORDER BY call, created_at")
+            .map_err(self.db())?;
+        let hashes = stmt
+            .query_map([run_id], |r| r.get::<_, String>(0))
+            .map_err(self.db())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.db())?;
+        let mut out = Vec::new();
+        for h in hashes {
+            if let Some(s) = self.source(&h)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
     }
 }
 

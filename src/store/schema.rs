@@ -1,7 +1,7 @@
 //! The schema, created on open; `PRAGMA user_version` holds its version.
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Version 1, created in one transaction on an empty database.
 pub(super) const CREATE_V1: &str = r#"
@@ -97,4 +97,14 @@ CREATE TABLE baselines (
     created_at   TEXT NOT NULL,
     PRIMARY KEY (run_id, name)
 );
+"#;
+
+/// Version 2: model-written sources carry the run and call that proposed them, the reasoning
+/// notes, the token counts and why a proposal was turned away (static checks, extraction).
+pub(super) const MIGRATE_V2: &str = r#"
+ALTER TABLE sources ADD COLUMN run_id INTEGER;
+ALTER TABLE sources ADD COLUMN call INTEGER;
+ALTER TABLE sources ADD COLUMN notes TEXT;
+ALTER TABLE sources ADD COLUMN usage_json TEXT;
+ALTER TABLE sources ADD COLUMN rejection TEXT;
 "#;

@@ -832,6 +832,51 @@ fn variant_sources_round_trip() {
 }
 
 #[test]
+fn sources_with_lineage_round_trip_and_v1_stores_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    // A version-1 store, as the previous build left it.
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(super::schema::CREATE_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = Store::open(&db).unwrap();
+    let rec = SourceRecord {
+        hash: "cd".repeat(32),
+        code: "__global__ void k() {}".into(),
+        parents: vec!["base".into()],
+        operator: Some("mutation".into()),
+        model: Some("m".into()),
+        prompt_hash: Some("ef".repeat(32)),
+        answer: Some("```cuda\n...```".into()),
+        run_id: Some(7),
+        call: Some(2),
+        notes: Some("unrolled".into()),
+        usage: Some(crate::llm::Usage {
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            total_tokens: 3,
+        }),
+        rejection: None,
+        created_at: String::new(),
+    };
+    assert!(store.put_source(&rec).unwrap());
+    assert!(!store.put_source(&rec).unwrap(), "kept as it was");
+    let back = store.source(&rec.hash).unwrap().unwrap();
+    assert!(!back.created_at.is_empty());
+    assert_eq!(
+        SourceRecord {
+            created_at: String::new(),
+            ..back
+        },
+        rec
+    );
+    assert_eq!(store.run_sources(7).unwrap().len(), 1);
+    assert!(store.source("00").unwrap().is_none());
+}
+
+#[test]
 fn a_changed_task_is_reported_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let task = toy_task(dir.path());
@@ -876,7 +921,11 @@ fn schema_versions_are_checked() {
     }
     let err = Store::open(&db).err().unwrap();
     assert!(matches!(err, StoreError::NewerSchema { .. }), "{err:?}");
-    assert!(err.to_string().contains("newer than version 1"), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("newer than version {SCHEMA_VERSION}")),
+        "{err}"
+    );
 
     // Reopening a current store is fine; tables are created once.
     let db2 = dir.path().join("again.db");
