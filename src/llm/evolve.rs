@@ -33,6 +33,7 @@ use super::{Provider, ProviderConfig};
 use crate::candidate::{Candidate, SourceRef};
 use crate::eval::{Evaluation, Evaluator, Outcome};
 use crate::insight::Profile;
+use crate::search::step;
 use crate::search::{
     Clock, Elite, EliteSet, Journal, JournalError, SearchError, SearchResult, Settings, StopReason,
     Trial,
@@ -431,23 +432,7 @@ impl Evolution<'_> {
             )?;
         };
 
-        if !resume.is_empty() {
-            return Err(SearchError::Resume(format!(
-                "the run stopped ({stopped_by}) after {} trials, but the record holds {} more",
-                trials.len(),
-                resume.len()
-            )));
-        }
-        Ok(SearchResult {
-            elapsed_s: trials
-                .last()
-                .map(|t| t.elapsed_s)
-                .unwrap_or(0.0)
-                .max(clock.elapsed().as_secs_f64()),
-            trials,
-            elites: elites.members().to_vec(),
-            stopped_by,
-        })
+        step::finish(trials, &elites, stopped_by, resume.len(), clock)
     }
 
     fn code_of(&self, st: &State, source: &SourceRef) -> String {
@@ -520,56 +505,29 @@ impl Evolution<'_> {
         clock: &dyn Clock,
     ) -> Result<(), SearchError> {
         let key = candidate.key(&self.task.space);
-        let mut changed = false;
-        if let (Some(p50), Some(p90)) = (evaluation.p50_us(), evaluation.p90_us()) {
-            changed = elites.offer(Elite {
+        let (trial, _) = step::conclude(
+            step::Measured {
+                candidate,
                 key: key.clone(),
-                candidate: Some(candidate.clone()),
-                p50_us: p50,
-                p90_us: p90,
-                registers: evaluation.registers(),
-                smem_bytes: evaluation.smem_bytes(),
-                macro_key: macros.iter().map(|&i| candidate.config.0[i]).collect(),
-            });
-        }
-        let mut trial = Trial {
-            seq: trials.len(),
-            candidate: candidate.clone(),
-            key: key.clone(),
-            evaluation,
-            reused,
-            wall_s: recorded
-                .as_ref()
-                .map(|r| r.wall_s)
-                .unwrap_or_else(|| started.elapsed().as_secs_f64()),
-            elapsed_s: recorded
-                .as_ref()
-                .map(|r| r.elapsed_s)
-                .unwrap_or_else(|| clock.elapsed().as_secs_f64()),
-            profiled: false,
-            profile: None,
-        };
-        if recorded.is_none() {
-            journal.trial(&trial, elites.members())?;
-        }
-        if self.settings.insights && changed && elites.contains(&key) {
-            let (profile, fresh) = match &recorded {
-                Some(r) if r.profiled => (r.profile.clone(), false),
-                _ => match journal.reuse_profile(&key)? {
-                    Some(p) => (p, true),
-                    None => (evaluator.profile(&candidate, self.shape)?, true),
-                },
-            };
-            trial.profiled = true;
-            trial.profile = profile;
-            if let Some(p) = &trial.profile {
-                st.profiles.insert(key.clone(), p.clone());
-            }
-            if fresh {
-                journal.profiled(&trial)?;
-            }
-        } else if let Some(p) = &trial.evaluation.profile {
-            st.profiles.insert(key.clone(), p.clone());
+                evaluation,
+                reused,
+                recorded,
+                started,
+            },
+            trials.len(),
+            elites,
+            macros,
+            self.settings.insights,
+            &mut step::Sinks {
+                shape: self.shape,
+                evaluator,
+                journal,
+                clock,
+            },
+        )?;
+        // The profile taken as it entered the elites, else one that came with the evaluation.
+        if let Some(p) = trial.profile.as_ref().or(trial.evaluation.profile.as_ref()) {
+            st.profiles.insert(key, p.clone());
         }
         trials.push(trial);
         Ok(())

@@ -8,6 +8,7 @@
 //! same code path and goes on from where the record ends.
 
 pub mod elites;
+pub mod step;
 pub mod strategy;
 pub mod termination;
 
@@ -340,61 +341,30 @@ pub fn run(
         } else {
             (evaluator.evaluate(&candidate, shape)?, false, None)
         };
-        let wall_s = match &recorded {
-            Some(r) => r.wall_s,
-            None => started.elapsed().as_secs_f64(),
-        };
         seen.insert(config.clone());
-
-        let mut changed = false;
-        if let (Some(p50), Some(p90)) = (evaluation.p50_us(), evaluation.p90_us()) {
-            changed = elites.offer(Elite {
-                key: key.clone(),
-                candidate: Some(candidate.clone()),
-                p50_us: p50,
-                p90_us: p90,
-                registers: evaluation.registers(),
-                smem_bytes: evaluation.smem_bytes(),
-                macro_key: macros.iter().map(|&i| config.0[i]).collect(),
-            });
-        }
-        unchanged_for = if changed { 0 } else { unchanged_for + 1 };
-
-        let mut trial = Trial {
-            seq,
-            candidate: candidate.clone(),
-            key: key.clone(),
-            evaluation,
-            reused,
-            wall_s,
-            elapsed_s: match &recorded {
-                Some(r) => r.elapsed_s,
-                None => clock.elapsed().as_secs_f64(),
+        let (trial, changed) = step::conclude(
+            step::Measured {
+                candidate,
+                key,
+                evaluation,
+                reused,
+                recorded,
+                started,
             },
-            profiled: false,
-            profile: None,
-        };
-        if recorded.is_none() {
-            journal.trial(&trial, elites.members())?;
-        }
-
-        let wants_profile = settings.insights && changed && elites.contains(&key);
-        if wants_profile {
-            let (profile, fresh) = match &recorded {
-                Some(r) if r.profiled => (r.profile.clone(), false),
-                _ => match journal.reuse_profile(&key)? {
-                    Some(p) => (p, true),
-                    None => (evaluator.profile(&candidate, shape)?, true),
-                },
-            };
-            trial.profiled = true;
-            trial.profile = profile;
-            if let Some(b) = trial.profile.as_ref().and_then(|p| p.bottleneck) {
-                profiles.insert(config.clone(), b);
-            }
-            if fresh {
-                journal.profiled(&trial)?;
-            }
+            seq,
+            &mut elites,
+            &macros,
+            settings.insights,
+            &mut step::Sinks {
+                shape,
+                evaluator: &mut *evaluator,
+                journal: &mut *journal,
+                clock,
+            },
+        )?;
+        unchanged_for = if changed { 0 } else { unchanged_for + 1 };
+        if let Some(b) = trial.profile.as_ref().and_then(|p| p.bottleneck) {
+            profiles.insert(config.clone(), b);
         }
 
         let mut ctx = strategy::Ctx {
@@ -414,23 +384,7 @@ pub fn run(
         trials.push(trial);
     };
 
-    if !resume.is_empty() {
-        return Err(SearchError::Resume(format!(
-            "the search stopped ({stopped_by}) after {} trials, but the record holds {} more: the settings changed since the run started",
-            trials.len(),
-            resume.len()
-        )));
-    }
-    Ok(SearchResult {
-        elapsed_s: trials
-            .last()
-            .map(|t| t.elapsed_s)
-            .unwrap_or(0.0)
-            .max(clock.elapsed().as_secs_f64()),
-        trials,
-        elites: elites.members().to_vec(),
-        stopped_by,
-    })
+    step::finish(trials, &elites, stopped_by, resume.len(), clock)
 }
 
 #[cfg(test)]
