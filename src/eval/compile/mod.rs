@@ -543,19 +543,9 @@ impl CompileGate {
             Ok(s) => s,
             Err(message) => return refused(RejectReason::EntryNotFound, message),
         };
-        let resources = entry_resources(&report, &symbol, &job.arch)?;
+        let result = compiled_result(&report, symbol, &job.arch, &cubin)?;
         Ok((
-            CubinCache::record(
-                key,
-                toolchain,
-                run.seconds,
-                &log,
-                CachedResult::Compiled {
-                    entry: symbol,
-                    resources,
-                    cubin_sha256: sha256_hex(&cubin),
-                },
-            ),
+            CubinCache::record(key, toolchain, run.seconds, &log, result),
             cubin,
         ))
     }
@@ -631,25 +621,30 @@ impl CompileGate {
                 Err(message) => return refused(RejectReason::EntryNotFound, message),
             },
         };
-        let resources = entry_resources(&report, &symbol, &job.arch)?;
+        let result = compiled_result(&report, symbol, &job.arch, &cubin)?;
         Ok((
-            CubinCache::record(
-                key,
-                toolchain,
-                run.seconds,
-                &log,
-                CachedResult::Compiled {
-                    entry: symbol,
-                    resources,
-                    cubin_sha256: sha256_hex(&cubin),
-                },
-            ),
+            CubinCache::record(key, toolchain, run.seconds, &log, result),
             cubin,
         ))
     }
 }
 
 /// The resources ptxas reported for `symbol`.
+/// A compile that produced a cubin, as the cache keeps it: the entry, its resources, the hash.
+fn compiled_result(
+    report: &ptxas::PtxasReport,
+    symbol: String,
+    arch: &str,
+    cubin: &[u8],
+) -> Result<CachedResult, CompileError> {
+    let resources = entry_resources(report, &symbol, arch)?;
+    Ok(CachedResult::Compiled {
+        entry: symbol,
+        resources,
+        cubin_sha256: sha256_hex(cubin),
+    })
+}
+
 fn entry_resources(
     report: &ptxas::PtxasReport,
     symbol: &str,
