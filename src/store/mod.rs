@@ -102,6 +102,20 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// SQLite answered "database is locked" (or busy).
+    fn is_busy(&self) -> bool {
+        let source = match self {
+            StoreError::Open { source, .. } | StoreError::Sqlite { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
 /// What a run is started with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewRun {
@@ -200,11 +214,27 @@ impl Store {
     /// Opens the store at `path`, creating the file and the schema if needed.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
+        // Several connections switching a new file to WAL at once can be told "database is
+        // locked" at once, without the busy handler waiting: retry until the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Store::open_once(&path) {
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(&path).map_err(open_err)?;
+        let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -217,7 +247,10 @@ impl Store {
         }
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_err)?;
-        let store = Store { conn, path };
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
         store.migrate()?;
         Ok(store)
     }

@@ -1095,3 +1095,26 @@ fn kill_9_loses_at_most_the_trial_in_flight() {
     );
     assert!(rec.trials.iter().enumerate().all(|(i, t)| t.seq == i));
 }
+
+#[test]
+fn many_connections_opening_a_new_file_at_once_all_succeed() {
+    // Switching a new file to WAL from several connections at once can answer "database is
+    // locked" without waiting; `Store::open` must wait and retry instead.
+    for round in 0..30 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("fresh-{round}.db"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Store::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    }
+}
