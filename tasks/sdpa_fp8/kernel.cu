@@ -82,6 +82,7 @@
 // rows hit 8 distinct 16-byte bank groups, conflict-free; every row start is 16-byte aligned).
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #ifndef D
@@ -108,6 +109,12 @@
 #ifndef USE_FAST_EXP
 #define USE_FAST_EXP 0
 #endif
+#ifndef USE_WGMMA
+#define USE_WGMMA 0
+#endif
+#ifndef EVO_DEBUG
+#define EVO_DEBUG 0
+#endif
 #ifndef USE_CP_ASYNC_3STAGE
 #define USE_CP_ASYNC_3STAGE 0
 #endif
@@ -116,33 +123,6 @@ static_assert(D == 64 || D == 128, "head dim must be 64 or 128");
 static_assert(TILE_M % 16 == 0 && TILE_M >= 16 && TILE_M <= 128, "TILE_M: 16..128, multiple of 16");
 static_assert(TILE_N == 32 || TILE_N == 64 || TILE_N == 128, "TILE_N: 32, 64 or 128");
 static_assert(NUM_PRODUCER_WARPS == 1 || NUM_PRODUCER_WARPS == 2, "1 or 2 producer warps");
-
-constexpr int STAGES = USE_CP_ASYNC_3STAGE ? 3 : 2;
-constexpr int NCW = TILE_M / 16;                                   // consumer (compute) warps
-constexpr int NPW = USE_WARP_SPECIALIZATION ? NUM_PRODUCER_WARPS : 0;  // extra producer warps
-constexpr int NTHREADS = (NCW + NPW) * 32;
-constexpr int PITCH = D + 16;                                      // smem row pitch, bytes
-constexpr int TILE_BYTES = TILE_N * PITCH;                         // one K or V tile in smem
-constexpr int SMEM_HDR = 128;                                      // mbarriers
-constexpr int SPLIT_KV = (USE_WARP_SPECIALIZATION && NUM_PRODUCER_WARPS == 2) ? 1 : 0;
-constexpr int LOADERS = NUM_PRODUCER_WARPS * 32;                   // WS=0: cp.async issuers
-// Persistent grid: as many CTAs per SM as registers and shared memory allow, given a register
-// budget per thread (what the compiler needs without spilling, measured: <= 202 at D = 128,
-// <= 150 at D = 64). Registers are split over the SM's 4 sub-partitions (16K each) and ptxas
-// assumes the warps spread evenly, so at most 4·floor(512/budget) warps per SM.
-// task.toml's grid uses the same formula; __launch_bounds__ holds the compiler to it so that
-// the whole persistent grid is co-resident.
-constexpr int REG_BUDGET = D == 128 ? 200 : 152;
-constexpr int SMEM_BYTES = SMEM_HDR + STAGES * 2 * TILE_BYTES;
-constexpr int CTAS_BY_REGS = 4 * (512 / REG_BUDGET) / (NTHREADS / 32);
-constexpr int CTAS_BY_SMEM = 233472 / (SMEM_BYTES + 1024);
-constexpr int PERSIST_CTAS_PER_SM =
-    (CTAS_BY_REGS < CTAS_BY_SMEM ? CTAS_BY_REGS : CTAS_BY_SMEM) > 0 ? (CTAS_BY_REGS < CTAS_BY_SMEM ? CTAS_BY_REGS : CTAS_BY_SMEM) : 1;
-constexpr int MIN_BLOCKS = USE_PERSISTENT_CTA ? PERSIST_CTAS_PER_SM : 1;
-
-static_assert(USE_WARP_SPECIALIZATION || NUM_PRODUCER_WARPS <= NCW,
-              "without warp specialisation the loader warps are compute warps");
-static_assert(STAGES * 4 * 8 <= SMEM_HDR, "mbarrier header too small");
 
 // ---- PTX helpers -------------------------------------------------------------------------
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -250,6 +230,547 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 __device__ __forceinline__ void cp_async_arrive_noinc(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(bar) : "memory");
 }
+
+#if USE_WGMMA
+// =========================== USE_WGMMA = 1: Hopper warpgroup MMAs =============================
+// QGMMA (wgmma e4m3) for both products, fp32 accumulation. A consumer WARPGROUP (4 warps) owns
+// 64 query rows; TILE_M = 64 or 128 gives 1 or 2 consumer warpgroups.
+//   S  = Q·Kᵀ : wgmma.m64n{TILE_N}k32, A = Q and B = K both from shared memory, both K-major
+//               (D contiguous), in the 128-byte (D = 128) or 64-byte (D = 64) swizzled layout
+//               the descriptors name; one wgmma per 32 bytes of D.
+//   O += P·V  : wgmma.m64n{D}k32 with A = P from registers (e4m3) and B = Vᵀ from shared memory.
+//               FP8 wgmma needs B K-major too, i.e. keys contiguous per d: V [keys][D] is
+//               transposed in shared memory once per tile (ldmatrix.trans on the b16 view + two
+//               byte permutes + 4-byte stores into a swizzled Vᵀ tile). The S accumulator layout
+//               gives a thread keys {2t, 2t+1, 8+2t, 9+2t} (+16h) of a row where the A fragment
+//               wants 4 consecutive k; instead of shuffling P, Vᵀ stores its keys in that same
+//               permuted order (a dot product does not care), which the transpose gets for free.
+//   P in e4m3: P = exp2(s·c − m·c + 8) ∈ [0, 256] (the 2⁸ keeps small probabilities out of the
+//               e4m3 subnormals; it cancels against the row sum). e4m3 rounds P by up to 2⁻⁴
+//               relative: harmless over many keys, but a row that sees few keys (causal first
+//               rows, tails, S < TILE_N) would miss 0.06. Such tiles (every masked tile, and a
+//               lone tile) use P = hi + lo, two e4m3 parts, and run P·V twice: 2⁻⁸ relative.
+//   Loads    : 16-byte cp.async into swizzled tiles (the swizzle is an XOR of the 16-byte chunk
+//               index with address bits 7.., the same function the descriptor's mode applies);
+//               keys past S read row S-1 (finite) and are masked.
+//   WS = 0   : every warp computes; NUM_PRODUCER_WARPS warps issue the copies, all warps share
+//               the V transpose (overlapped with the Q·Kᵀ wgmma in flight); two __syncthreads
+//               per tile; one Vᵀ buffer.
+//   WS = 1   : NUM_PRODUCER_WARPS extra warps load K and V and transpose V (each producer warp
+//               owns 16-key blocks of V: it copies and transposes its own rows, so producers never
+//               wait for each other), one tile ahead; full/empty mbarriers per stage; consumer
+//               warpgroups never synchronise with each other, so one's softmax overlaps the
+//               other's wgmma. Vᵀ per stage.
+
+constexpr int STAGES = USE_CP_ASYNC_3STAGE ? 3 : 2;
+constexpr int NCWG = TILE_M / 64;                                  // consumer warpgroups
+constexpr int NCW = NCWG * 4;                                      // consumer warps
+constexpr int NPW = USE_WARP_SPECIALIZATION ? NUM_PRODUCER_WARPS : 0;  // working producer warps
+// WS=1 adds a whole producer WARPGROUP (of which NPW warps work), so that registers can move
+// from it to the consumers with setmaxnreg: 8 consumer warps get 216 each (producers keep 72) instead of the 168
+// that 12 warps share at launch (with 9 or 10 warps ptxas had to serialise the wgmmas).
+constexpr int NTHREADS = NCW * 32 + (USE_WARP_SPECIALIZATION ? 128 : 0);
+constexpr int LOADERS = NUM_PRODUCER_WARPS * 32;                   // WS=0: cp.async issuers
+constexpr int Q_BYTES = TILE_M * D;
+constexpr int KV_BYTES = TILE_N * D;                               // a K, raw V or Vᵀ tile
+constexpr int NVT = USE_WARP_SPECIALIZATION ? STAGES : 1;
+constexpr int OFF_Q = 1024;                                        // after the mbarriers
+constexpr int OFF_K = OFF_Q + Q_BYTES;
+constexpr int OFF_VR = OFF_K + STAGES * KV_BYTES;
+constexpr int OFF_VT = OFF_VR + STAGES * KV_BYTES;
+// = task.toml's shared_mem: the tiles + 1 KB of mbarriers + 1 KB to align the dynamic base
+constexpr int SMEM_BYTES = 2048 + Q_BYTES + (2 * STAGES + NVT) * KV_BYTES;
+// Persistent grid: CTAs per SM by shared memory and by registers (two CTAs of 128 threads
+// still get 255 registers each; anything larger runs one per SM), as in task.toml.
+constexpr int CTAS_BY_REGS = NTHREADS <= 128 ? 2 : 1;
+constexpr int CTAS_BY_SMEM = 233472 / (SMEM_BYTES + 1024);
+constexpr int PERSIST_CTAS_PER_SM = CTAS_BY_REGS < CTAS_BY_SMEM ? CTAS_BY_REGS : CTAS_BY_SMEM;
+constexpr int MIN_BLOCKS = USE_PERSISTENT_CTA ? PERSIST_CTAS_PER_SM : 1;
+static_assert(TILE_M == 64 || TILE_M == 128, "wgmma: TILE_M is 64 or 128 (warpgroups of 64 rows)");
+static_assert(TILE_N == 64 || TILE_N == 128, "wgmma: TILE_N is 64 or 128");
+static_assert(USE_WARP_SPECIALIZATION || LOADERS <= NCW * 32, "loader warps are compute warps");
+static_assert(NPW <= 4, "the producer warpgroup has 4 warps");
+
+// Byte offset of (row, byte) in a tile of R-byte rows, 1024-aligned, swizzled as wgmma's
+// R-byte swizzle mode reads it: 16-byte chunk index XOR address bits 7.. (R/16 - 1 of them).
+template <int R>
+__device__ __forceinline__ uint32_t swz(uint32_t off) {
+  return off ^ (((off >> 7) & (R / 16 - 1)) << 4);
+}
+
+// wgmma shared-memory descriptor of a K-major tile of R-byte rows starting at `addr`
+// (8-row groups R·8 bytes apart; swizzle mode 1 = 128 B, 2 = 64 B, 3 = 32 B).
+template <int R>
+__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr) {
+  constexpr uint64_t mode = R == 128 ? 1 : (R == 64 ? 2 : 3);
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)((8 * R) >> 4) << 32) |
+         (mode << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+// Keeps the compiler from moving accumulator registers across an async wgmma.
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ __forceinline__ void named_bar(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void sts_u32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ void wgmma_ss(float (&d)[32], uint64_t a, uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b), "r"(scale_d));
+}
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
+}
+
+__device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t a, uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(scale_d));
+}
+__device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
+}
+
+
+// Four floats -> four e4m3 bytes (a in the low byte), round to nearest, saturating.
+__device__ __forceinline__ uint32_t e4m3x4(float a, float b, float c, float d) {
+  uint16_t lo, hi;
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(lo) : "f"(b), "f"(a));
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(hi) : "f"(d), "f"(c));
+  return (uint32_t)lo | ((uint32_t)hi << 16);
+}
+// The four e4m3 bytes of w back to floats (exact).
+__device__ __forceinline__ void e4m3x4_to_f32(uint32_t w, float (&f)[4]) {
+  const uint32_t lo = e4m3x2_lo_to_f16x2(w), hi = e4m3x2_hi_to_f16x2(w);
+  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&lo));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&hi));
+  f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+}
+
+// cp.async of `nrows` rows of D bytes (global rows row0.., clamped to S-1) into a swizzled tile
+// at tile row `trow0`, 16-byte chunks spread over `nthr` threads.
+__device__ __forceinline__ void load_rows(uint32_t tile, int trow0, const uint8_t* g, int row0, int nrows, int S,
+                                          int tid, int nthr) {
+  constexpr int CPR = D / 16;
+  for (int i = tid; i < nrows * CPR; i += nthr) {
+    const int r = i / CPR, c = i % CPR;
+    const int gr = min(row0 + r, S - 1);
+    cp_async16(tile + swz<D>((trow0 + r) * D + c * 16), g + (size_t)gr * D + c * 16);
+  }
+}
+
+// Transposes keys [16·blk, 16·blk+16) of a raw V tile (rows of D bytes, swizzled) into the Vᵀ
+// tile (rows of TILE_N bytes, one per d, swizzled), keys permuted inside each 16-key group as
+// the P fragments expect: Vᵀ column 16h + 4t + j holds key 16h + 2t + (j&1) + 8(j>>1).
+__device__ __forceinline__ void transpose_v(uint32_t vr, uint32_t vt, int blk, int lane) {
+  const int s0 = 16 * blk;
+  const int g = lane >> 2, t = lane & 3;
+  // ldmatrix.x4.trans: matrix lane/8 = (keys +8·(bit 0), d bytes +16·(bit 1)), row lane%8
+  const int mrow = s0 + ((lane >> 3) & 1) * 8 + (lane & 7);
+  const int mcol = (lane >> 4) * 16;
+  const int col = s0 + 4 * t;
+#pragma unroll
+  for (int d0 = 0; d0 < D; d0 += 32) {
+    // r[m] = {V[k][2g], V[k][2g+1], V[k+1][2g], V[k+1][2g+1]}, k = 2t (+8 for m odd), d rel. to
+    // d0 (+16 for m >= 2)
+    uint32_t r[4];
+    ldsm_x4_trans(r, vr + swz<D>(mrow * D + d0 + mcol));
+    sts_u32(vt + swz<TILE_N>((d0 + 2 * g) * TILE_N + col), prmt(r[0], r[1], 0x6420));
+    sts_u32(vt + swz<TILE_N>((d0 + 2 * g + 1) * TILE_N + col), prmt(r[0], r[1], 0x7531));
+    sts_u32(vt + swz<TILE_N>((d0 + 16 + 2 * g) * TILE_N + col), prmt(r[2], r[3], 0x6420));
+    sts_u32(vt + swz<TILE_N>((d0 + 17 + 2 * g) * TILE_N + col), prmt(r[2], r[3], 0x7531));
+  }
+}
+
+// One consumer warpgroup's state for a work item: 64 rows, this thread's rows r and r+8.
+struct GroupState {
+  float o[D / 2];  // O accumulator (wgmma m64n{D} layout)
+  float m[2];      // running max of the raw scores
+  float l[2];      // running thread-partial sums of P
+};
+
+// P fragments (e4m3) of k32 block b from the S accumulator: word q holds the thread's keys
+// {2t, 2t+1, 8+2t, 9+2t} + 16(q>>1) + 32b of row r (q even) or r+8 (q odd).
+__device__ __forceinline__ void p_quad(const float* s, int b, int q, float (&x)[4]) {
+  const int base = 16 * b + 8 * (q >> 1) + 2 * (q & 1);
+  x[0] = s[base];
+  x[1] = s[base + 1];
+  x[2] = s[base + 4];
+  x[3] = s[base + 5];
+}
+
+extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_BLOCKS)
+sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, const uint8_t* __restrict__ V,
+                __nv_bfloat16* __restrict__ O, float q_scale, float k_scale, float v_scale, int batch, int heads,
+                int S, int head_dim, int causal) {
+  if (head_dim != D || causal != CAUSAL) return;
+
+  extern __shared__ __align__(1024) uint8_t smem[];
+  const uint32_t sb = (smem_u32(smem) + 1023u) & ~1023u;
+  const uint32_t sQ = sb + OFF_Q;
+  auto sK = [&](int s) { return sb + OFF_K + s * KV_BYTES; };
+  auto sVr = [&](int s) { return sb + OFF_VR + s * KV_BYTES; };
+  auto sVt = [&](int s) { return sb + OFF_VT + (NVT == 1 ? 0 : s) * KV_BYTES; };
+#if USE_WARP_SPECIALIZATION
+  auto bar_full = [&](int s) { return sb + 8 * s; };
+  auto bar_empty = [&](int s) { return sb + 8 * (STAGES + s); };
+#endif
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int wg = warp >> 2;  // consumer warpgroup (consumers only)
+  const int num_m = (S + TILE_M - 1) / TILE_M;
+  const int n_kv_all = (S + TILE_N - 1) / TILE_N;
+  const float c_log2 = q_scale * k_scale * rsqrtf((float)D) * 1.4426950408889634f;
+
+#if USE_PERSISTENT_CTA
+  const int total = num_m * batch * heads;
+  const int w_first = blockIdx.x, w_step = gridDim.x;
+#else
+  const int total = 1, w_first = 0, w_step = 1;
+#endif
+  auto item = [&](int w, int& bh, int& mt) {
+#if USE_PERSISTENT_CTA
+    bh = w / num_m;
+    mt = w % num_m;
+#else
+    (void)w;
+    bh = blockIdx.y;
+    mt = blockIdx.x;
+#endif
+    if (CAUSAL) mt = num_m - 1 - mt;  // heaviest query tiles first
+  };
+  auto kv_tiles = [&](int mt) {
+    if (!CAUSAL) return n_kv_all;
+    const int last_row = min((mt + 1) * TILE_M, S) - 1;
+    return min(last_row / TILE_N + 1, n_kv_all);
+  };
+
+  // ---- one tile of one consumer warpgroup: S = Q·Kᵀ, online softmax, O += P·V ----
+  // `mid` runs while the Q·Kᵀ wgmma is in flight (WS=0: the V transpose and its barrier).
+#if EVO_DEBUG
+  int dbg_bh = 0;  // the current item's batch·head
+#define EVO_DEBUG_ITEM(bh) dbg_bh = (bh)
+#else
+#define EVO_DEBUG_ITEM(bh)
+#endif
+  auto consume_tile = [&](GroupState& st, uint32_t kt, uint32_t vt, int row0, int kv0, bool masked, bool split,
+                          auto&& mid) {
+    float s[TILE_N / 2];
+    const uint32_t qa = sQ + wg * 64 * D;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 32; ++kk) wgmma_ss(s, gmma_desc<D>(qa + kk * 32), gmma_desc<D>(kt + kk * 32), kk);
+    wgmma_commit();
+    fence_regs(s);
+    mid();
+    wgmma_wait0();
+    fence_regs(s);
+
+    const int r0 = row0 + wg * 64 + (warp & 3) * 16 + g;  // rows r0 (h = 0) and r0 + 8 (h = 1)
+#if EVO_DEBUG == 1  // debug_wgmma.py: the raw scores of the first key tile into O[row][key]
+    if (kv0 == 0) {
+      __nv_bfloat16* ob = O + (size_t)dbg_bh * S * D;
+      for (int c = 0; c < TILE_N / 8; ++c)
+        for (int e = 0; e < 4; ++e) {
+          const int key = 8 * c + 2 * t + (e & 1), row = r0 + 8 * (e >> 1);
+          if (row < S && key < D) ob[(size_t)row * D + key] = __float2bfloat16(s[4 * c + e]);
+        }
+    }
+#endif
+    if (masked) {
+#pragma unroll
+      for (int c = 0; c < TILE_N / 8; ++c)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = kv0 + 8 * c + 2 * t + (e & 1);
+          const int row = r0 + 8 * (e >> 1);
+          if (key >= S || (CAUSAL && key > row)) s[4 * c + e] = -INFINITY;
+        }
+    }
+#if EVO_DEBUG == 2  // debug_wgmma.py: equal scores, so O = the mean of the visible V rows
+#pragma unroll
+    for (int i = 0; i < TILE_N / 2; ++i) s[i] = s[i] == -INFINITY ? -INFINITY : 0.f;
+#endif
+    float mx[2] = {st.m[0], st.m[1]};
+#pragma unroll
+    for (int c = 0; c < TILE_N / 8; ++c) {
+      mx[0] = fmaxf(mx[0], fmaxf(s[4 * c], s[4 * c + 1]));
+      mx[1] = fmaxf(mx[1], fmaxf(s[4 * c + 2], s[4 * c + 3]));
+    }
+    float bias[2], alpha[2], sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      alpha[h] = fexp2((st.m[h] - mx[h]) * c_log2);  // 0 on the first tile (m = -inf)
+      bias[h] = 8.f - mx[h] * c_log2;                 // P scaled by 2^8
+      st.m[h] = mx[h];
+    }
+#pragma unroll
+    for (int c = 0; c < TILE_N / 8; ++c)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1;
+        const float p = fexp2(fmaf(s[4 * c + e], c_log2, bias[h]));
+        s[4 * c + e] = p;
+        sum[h] += p;
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) st.l[h] = st.l[h] * alpha[h] + sum[h];
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      st.o[4 * c] *= alpha[0];
+      st.o[4 * c + 1] *= alpha[0];
+      st.o[4 * c + 2] *= alpha[1];
+      st.o[4 * c + 3] *= alpha[1];
+    }
+
+    uint32_t pa[TILE_N / 32][4];
+#pragma unroll
+    for (int b = 0; b < TILE_N / 32; ++b)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        float x[4];
+        p_quad(s, b, q, x);
+        pa[b][q] = e4m3x4(x[0], x[1], x[2], x[3]);
+      }
+    wgmma_fence();
+#pragma unroll
+    for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pa[b], gmma_desc<TILE_N>(vt + b * 32), 1);
+    wgmma_commit();
+    fence_regs(st.o);
+    if (split) {
+      // lo = P - hi, a second e4m3 pass: relative error 2^-8 instead of 2^-4
+      uint32_t pl[TILE_N / 32][4];
+#pragma unroll
+      for (int b = 0; b < TILE_N / 32; ++b)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          float x[4], hi[4];
+          p_quad(s, b, q, x);
+          e4m3x4_to_f32(pa[b][q], hi);
+          pl[b][q] = e4m3x4(x[0] - hi[0], x[1] - hi[1], x[2] - hi[2], x[3] - hi[3]);
+        }
+      wgmma_fence();
+#pragma unroll
+      for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pl[b], gmma_desc<TILE_N>(vt + b * 32), 1);
+      wgmma_commit();
+      fence_regs(st.o);
+    }
+    wgmma_wait0();
+    fence_regs(st.o);
+  };
+
+  auto begin_item = [&](GroupState& st) {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) st.o[i] = 0.f;
+    st.m[0] = st.m[1] = -INFINITY;
+    st.l[0] = st.l[1] = 0.f;
+  };
+
+  // Epilogue: full row sums over the quad, normalise, bf16 pairs.
+  auto end_item = [&](GroupState& st, int bh, int row0) {
+#if EVO_DEBUG == 1
+    return;
+#endif
+    const int r0 = row0 + wg * 64 + (warp & 3) * 16 + g;
+    __nv_bfloat16* ob = O + (size_t)bh * S * D;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l = st.l[h];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? v_scale / l : 0.f;
+      const int row = r0 + 8 * h;
+      if (row < S) {
+        uint32_t* orow = reinterpret_cast<uint32_t*>(ob + (size_t)row * D + 2 * t);
+#pragma unroll
+        for (int c = 0; c < D / 8; ++c) orow[4 * c] = pack_bf16x2(st.o[4 * c + 2 * h] * inv, st.o[4 * c + 2 * h + 1] * inv);
+      }
+    }
+  };
+
+  auto tile_flags = [&](int row0, int kv0, int n_kv, bool& masked, bool& split) {
+    masked = (kv0 + TILE_N > S) || (CAUSAL && kv0 + TILE_N - 1 > row0);
+    split = masked || n_kv == 1;
+  };
+
+#if USE_WARP_SPECIALIZATION
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(bar_full(s), NPW * 32);  // every producer thread, after its copies and transposes
+      mbar_init(bar_empty(s), NCW);      // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp >= NCW) {
+    // -------- producers: copy tile it, then transpose tile it-1 (one tile ahead) --------
+    if (NCWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 72;" ::: "memory");
+    const int pw = warp - NCW;
+    if (pw >= NPW) return;  // the producer warpgroup's idle warps
+    const int ptid = pw * 32 + lane;
+    uint32_t it = 0;
+    auto finish = [&](uint32_t done) {
+      const int s = done % STAGES;
+      __syncwarp();  // this warp's raw V rows are in (each lane waited for its own copies)
+      for (int blk = pw; blk < TILE_N / 16; blk += NPW) transpose_v(sVr(s), sVt(s), blk, lane);
+      fence_proxy_async();
+      mbar_arrive(bar_full(s));
+    };
+    for (int w = w_first; w < total; w += w_step) {
+      int bh, mt;
+      item(w, bh, mt);
+      const int n_kv = kv_tiles(mt);
+      const uint8_t* kg = K + (size_t)bh * S * D;
+      const uint8_t* vg = V + (size_t)bh * S * D;
+      for (int j = 0; j < n_kv; ++j, ++it) {
+        const int s = it % STAGES;
+        mbar_wait(bar_empty(s), ((it / STAGES) & 1) ^ 1);
+        const int kv0 = j * TILE_N;
+        load_rows(sK(s), 0, kg, kv0, TILE_N, S, ptid, NPW * 32);
+        for (int blk = pw; blk < TILE_N / 16; blk += NPW) load_rows(sVr(s), 16 * blk, vg, kv0 + 16 * blk, 16, S, lane, 32);
+        cp_async_commit();
+        if (it > 0) {
+          cp_async_wait<1>();
+          finish(it - 1);
+        }
+      }
+    }
+    if (it > 0) {
+      cp_async_wait<0>();
+      finish(it - 1);
+    }
+  } else {
+    // -------- consumer warpgroups --------
+    if (NCWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 216;" ::: "memory");
+    const int ctid = threadIdx.x & 127;
+    uint32_t it = 0;
+    GroupState st;
+    for (int w = w_first; w < total; w += w_step) {
+      int bh, mt;
+      item(w, bh, mt);
+      const int row0 = mt * TILE_M;
+      EVO_DEBUG_ITEM(bh);
+      load_rows(sQ, wg * 64, Q + (size_t)bh * S * D, row0 + wg * 64, 64, S, ctid, 128);
+      cp_async_commit();
+      cp_async_wait<0>();
+      fence_proxy_async();
+      named_bar(1 + wg, 128);
+      begin_item(st);
+      const int n_kv = kv_tiles(mt);
+      for (int j = 0; j < n_kv; ++j, ++it) {
+        const int s = it % STAGES;
+        mbar_wait(bar_full(s), (it / STAGES) & 1);
+        bool masked, split;
+        tile_flags(row0, j * TILE_N, n_kv, masked, split);
+        consume_tile(st, sK(s), sVt(s), row0, j * TILE_N, masked, split, [] {});
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bar_empty(s));
+      }
+      end_item(st, bh, row0);
+      named_bar(1 + wg, 128);  // the whole warpgroup is done with Q before it is reloaded
+    }
+  }
+#else
+  // ------------- all warps compute; cp.async multistage; shared V transpose -------------
+  GroupState st;
+  for (int w = w_first; w < total; w += w_step) {
+    int bh, mt;
+    item(w, bh, mt);
+    const int row0 = mt * TILE_M;
+    EVO_DEBUG_ITEM(bh);
+    const int n_kv = kv_tiles(mt);
+    const uint8_t* kg = K + (size_t)bh * S * D;
+    const uint8_t* vg = V + (size_t)bh * S * D;
+    auto load_tile = [&](int j, int s) {
+      if (threadIdx.x < LOADERS) {
+        load_rows(sK(s), 0, kg, j * TILE_N, TILE_N, S, threadIdx.x, LOADERS);
+        load_rows(sVr(s), 0, vg, j * TILE_N, TILE_N, S, threadIdx.x, LOADERS);
+      }
+    };
+    load_rows(sQ, 0, Q + (size_t)bh * S * D, row0, TILE_M, S, threadIdx.x, NTHREADS);
+#pragma unroll
+    for (int p = 0; p < STAGES - 1; ++p) {
+      if (p < n_kv) load_tile(p, p);
+      cp_async_commit();
+    }
+    begin_item(st);
+    for (int j = 0; j < n_kv; ++j) {
+      cp_async_wait<STAGES - 2>();
+      fence_proxy_async();
+      __syncthreads();  // tile j (and Q) visible; everyone is done with tile j-1 and with Vᵀ
+      const int jn = j + STAGES - 1;
+      if (jn < n_kv) load_tile(jn, jn % STAGES);
+      cp_async_commit();
+      const int s = j % STAGES;
+      bool masked, split;
+      tile_flags(row0, j * TILE_N, n_kv, masked, split);
+      consume_tile(st, sK(s), sVt(0), row0, j * TILE_N, masked, split, [&] {
+        for (int blk = warp; blk < TILE_N / 16; blk += NCW) transpose_v(sVr(s), sVt(0), blk, lane);
+        fence_proxy_async();
+        __syncthreads();  // Vᵀ complete
+      });
+    }
+    end_item(st, bh, row0);
+    cp_async_wait<0>();
+    __syncthreads();  // the next item's prologue overwrites Q and the stages
+  }
+#endif
+}
+
+#else  // ======================= USE_WGMMA = 0: mma.sync (the seed's space) =======================
+
+constexpr int STAGES = USE_CP_ASYNC_3STAGE ? 3 : 2;
+constexpr int NCW = TILE_M / 16;                                   // consumer (compute) warps
+constexpr int NPW = USE_WARP_SPECIALIZATION ? NUM_PRODUCER_WARPS : 0;  // extra producer warps
+constexpr int NTHREADS = (NCW + NPW) * 32;
+constexpr int PITCH = D + 16;                                      // smem row pitch, bytes
+constexpr int TILE_BYTES = TILE_N * PITCH;                         // one K or V tile in smem
+constexpr int SMEM_HDR = 128;                                      // mbarriers
+constexpr int SPLIT_KV = (USE_WARP_SPECIALIZATION && NUM_PRODUCER_WARPS == 2) ? 1 : 0;
+constexpr int LOADERS = NUM_PRODUCER_WARPS * 32;                   // WS=0: cp.async issuers
+// Persistent grid: as many CTAs per SM as registers and shared memory allow, given a register
+// budget per thread (what the compiler needs without spilling, measured: <= 202 at D = 128,
+// <= 150 at D = 64). Registers are split over the SM's 4 sub-partitions (16K each) and ptxas
+// assumes the warps spread evenly, so at most 4·floor(512/budget) warps per SM.
+// task.toml's grid uses the same formula; __launch_bounds__ holds the compiler to it so that
+// the whole persistent grid is co-resident.
+constexpr int REG_BUDGET = D == 128 ? 200 : 152;
+constexpr int SMEM_BYTES = SMEM_HDR + STAGES * 2 * TILE_BYTES;
+constexpr int CTAS_BY_REGS = 4 * (512 / REG_BUDGET) / (NTHREADS / 32);
+constexpr int CTAS_BY_SMEM = 233472 / (SMEM_BYTES + 1024);
+constexpr int PERSIST_CTAS_PER_SM =
+    (CTAS_BY_REGS < CTAS_BY_SMEM ? CTAS_BY_REGS : CTAS_BY_SMEM) > 0 ? (CTAS_BY_REGS < CTAS_BY_SMEM ? CTAS_BY_REGS : CTAS_BY_SMEM) : 1;
+constexpr int MIN_BLOCKS = USE_PERSISTENT_CTA ? PERSIST_CTAS_PER_SM : 1;
+
+static_assert(USE_WARP_SPECIALIZATION || NUM_PRODUCER_WARPS <= NCW,
+              "without warp specialisation the loader warps are compute warps");
+static_assert(STAGES * 4 * 8 <= SMEM_HDR, "mbarrier header too small");
 
 // ---- per-warp state and one K/V tile -------------------------------------------------------
 // k-slot permutation of Q·Kᵀ: an e4m3 ldmatrix register of K holds K[n][4t..4t+3] (+32kk,
@@ -645,3 +1166,4 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   }
 #endif
 }
+#endif  // USE_WGMMA
