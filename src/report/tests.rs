@@ -7,7 +7,7 @@ use crate::search::{self, Journal, JournalError, Settings, Variant, WallClock};
 use crate::store::{RunRow, RunStatus};
 
 fn seed_task() -> Task {
-    Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/sdpa_fp8")).unwrap()
+    crate::task::seed_space_task()
 }
 
 /// Records the elite set after each trial, as the store does.

@@ -20,7 +20,7 @@ pub(crate) fn task_from(text: &str) -> Task {
 }
 
 pub(crate) fn seed_task() -> Task {
-    Task::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/sdpa_fp8")).unwrap()
+    crate::task::seed_space_task()
 }
 
 /// `n` knobs of `v` values each, alternating macro and micro, tagged round-robin.

@@ -2,7 +2,7 @@ use super::*;
 use crate::search::Variant;
 
 fn seed_task() -> Task {
-    Task::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/sdpa_fp8")).unwrap()
+    crate::task::seed_space_task()
 }
 
 /// Every config of the seed space, p50 = 100 + its index in lexicographic order, but for the

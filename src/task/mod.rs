@@ -610,3 +610,40 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The seed's Stage-5 space exactly (seven knobs, 128 configs): the manifest of
+/// `tasks/sdpa_fp8` without what the task adds beyond the seed (the `USE_WGMMA` knob, tiles of
+/// 128 and the constraints that pair them). Tests about the seed's space use it.
+#[cfg(test)]
+pub(crate) fn seed_space_task() -> Task {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    Task::load(DIR.get_or_init(write_seed_space_task)).unwrap()
+}
+
+#[cfg(test)]
+fn write_seed_space_task() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/sdpa_fp8");
+    let text = std::fs::read_to_string(root.join("task.toml")).unwrap();
+    let mut out = String::new();
+    for block in text.split("\n[[") {
+        let first = out.is_empty();
+        let b = if first {
+            block.to_string()
+        } else {
+            format!("[[{block}")
+        };
+        if b.starts_with("[[constraint]]") || b.contains("name = \"USE_WGMMA\"") {
+            continue;
+        }
+        let b = b.replace("values = [32, 64, 128]", "values = [32, 64]");
+        out += if first { "" } else { "\n" };
+        out += &b;
+    }
+    let out = out.replace("USE_WGMMA", "0");
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(dir.join("task.toml"), out).unwrap();
+    for f in ["kernel.cu", "reference.cu"] {
+        std::fs::copy(root.join(f), dir.join(f)).unwrap();
+    }
+    dir
+}

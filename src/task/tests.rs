@@ -17,7 +17,7 @@ fn err(text: &str) -> String {
 
 #[test]
 fn the_seed_task_has_the_seeds_space() {
-    let t = Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/sdpa_fp8")).unwrap();
+    let t = crate::task::seed_space_task();
     assert_eq!(t.name, "sdpa_fp8");
     assert_eq!(t.space.raw_size(), 128);
     assert_eq!(t.space.enumerate(1000).unwrap().len(), 128);
@@ -27,18 +27,7 @@ fn the_seed_task_has_the_seeds_space() {
     );
     assert_eq!(t.space.raw_size_of(&t.space.layer_indices(Layer::Micro)), 8);
     let names: Vec<_> = t.space.knobs().iter().map(|k| k.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "USE_WARP_SPECIALIZATION",
-            "USE_PERSISTENT_CTA",
-            "TILE_M",
-            "TILE_N",
-            "NUM_PRODUCER_WARPS",
-            "USE_FAST_EXP",
-            "USE_CP_ASYNC_3STAGE"
-        ]
-    );
+    assert_eq!(names, SEED_KNOBS);
     assert!(t.space.knobs().iter().all(|k| !k.addresses.is_empty()));
     assert_eq!(t.default_shape().name, "mission");
     assert_eq!(t.tolerance.max_abs_err, Some(0.06));
@@ -47,6 +36,39 @@ fn the_seed_task_has_the_seeds_space() {
         t.default_shape().flops(),
         Some(4.0 * 8.0 * 16.0 * 2048.0 * 2048.0 * 128.0)
     );
+}
+
+const SEED_KNOBS: [&str; 7] = [
+    "USE_WARP_SPECIALIZATION",
+    "USE_PERSISTENT_CTA",
+    "TILE_M",
+    "TILE_N",
+    "NUM_PRODUCER_WARPS",
+    "USE_FAST_EXP",
+    "USE_CP_ASYNC_3STAGE",
+];
+
+/// The real task goes beyond the seed (USE_WGMMA, 128-row/-key tiles) and keeps the seed's 128
+/// configs as a subset under their seed names.
+#[test]
+fn the_sdpa_task_keeps_the_seeds_configs_as_a_subset() {
+    let t = Task::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/sdpa_fp8")).unwrap();
+    let names: Vec<_> = t.space.knobs().iter().map(|k| k.name.as_str()).collect();
+    for k in SEED_KNOBS {
+        assert!(names.contains(&k), "{k} missing");
+    }
+    let all = t.space.enumerate(10_000).unwrap();
+    assert_eq!(all.len(), 256);
+    let json: Vec<_> = all.iter().map(|c| t.space.to_json(c)).collect();
+    let seed: Vec<_> = json.iter().filter(|j| j["USE_WGMMA"] == 0).collect();
+    assert_eq!(seed.len(), 128);
+    for j in &seed {
+        assert!([32, 64].contains(&j["TILE_M"].as_i64().unwrap()));
+        assert!([32, 64].contains(&j["TILE_N"].as_i64().unwrap()));
+    }
+    // The seed's default config is still valid.
+    let d = t.space.default_config();
+    assert!(t.space.is_valid(&d));
 }
 
 #[test]
