@@ -145,6 +145,11 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             rec.row.status, a.run_id
         ),
     };
+    let phases = evoengineer::report::phases::PhaseSummary::of(
+        &rec.trials,
+        rec.row.elapsed_s,
+        rec.evaluator.starts_with("replay:"),
+    );
     if a.json {
         let elite = |e: &evoengineer::search::Elite| {
             json!({
@@ -168,6 +173,8 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                     "reused": t.reused, "wall_s": t.wall_s, "elapsed_s": t.elapsed_s,
                     "bottleneck": t.profile.as_ref().and_then(|p| p.bottleneck),
                     "message": t.evaluation.message,
+                    "phases": t.evaluation.phases,
+                    "profile_s": t.profile.as_ref().and_then(|p| p.profile_s),
                 })
             })
             .collect();
@@ -181,6 +188,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             "evaluator": rec.evaluator, "command_line": rec.command_line,
             "winner": rec.elites.first().map(elite),
             "elites": rec.elites.iter().map(elite).collect::<Vec<_>>(),
+            "phases": phases,
             "trajectory": trajectory,
         });
         // Code evolution: every proposal with its lineage (the answers themselves stay in the
@@ -217,6 +225,9 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         rec.trials.len(),
         rec.row.elapsed_s.unwrap_or(0.0)
     );
+    for line in phases.text() {
+        println!("  {line}");
+    }
     match rec.elites.first() {
         Some(w) => println!(
             "winner: p50 {:.2} us, p90 {:.2} us  {}",

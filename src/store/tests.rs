@@ -7,7 +7,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::*;
 use crate::eval::{
-    CompileReport, CorrectnessReport, EvalError, Evaluation, Evaluator, Outcome, Timing,
+    CompileReport, CorrectnessReport, EvalError, Evaluation, Evaluator, Outcome, Phases, Timing,
 };
 use crate::insight::{Bottleneck, Profile};
 use crate::search::{self, Journal, JournalError, NoJournal, WallClock};
@@ -115,6 +115,14 @@ fn toy_evaluation(config: &Config) -> Evaluation {
             ..Timing::default()
         }),
         profile: None,
+        phases: Phases {
+            compile_s: Some(0.25),
+            wait_s: Some(0.125),
+            correctness_s: Some(0.5),
+            timing_s: Some(0.75),
+            profile_s: None,
+            other_s: Some(0.0625),
+        },
     }
 }
 
@@ -127,6 +135,7 @@ fn toy_profile(config: &Config) -> Option<Profile> {
         } else {
             Bottleneck::Compute
         }),
+        profile_s: None,
     })
 }
 
@@ -743,13 +752,17 @@ fn non_finite_floats_come_back() {
     e.profile = Some(Profile {
         metrics: BTreeMap::from([("a".into(), f64::NAN), ("b".into(), 1.5)]),
         bottleneck: None,
+        profile_s: Some(0.5),
     });
+    // Phases come after every older float: a non-finite one among them keeps its place.
+    e.phases.timing_s = Some(f64::INFINITY);
     let mut trial = manual_trial(&task.space, 0, [2, 16, 1], e);
     j.trial(&trial, &[]).unwrap();
     trial.profiled = true;
     trial.profile = Some(Profile {
         metrics: BTreeMap::from([("x".into(), f64::INFINITY)]),
         bottleneck: Some(Bottleneck::Occupancy),
+        profile_s: Some(f64::NAN),
     });
     j.profiled(&trial).unwrap();
 
