@@ -251,6 +251,7 @@ pub struct RunOnceResponse {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one answer per request, never kept in bulk
 pub enum Response {
     Hello {
         protocol: u32,
