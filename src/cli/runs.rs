@@ -171,7 +171,8 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                     "seq": t.seq, "key": t.key, "outcome": t.evaluation.outcome,
                     "p50_us": t.evaluation.p50_us(), "best_p50_us": best.is_finite().then_some(best),
                     "reused": t.reused, "wall_s": t.wall_s, "elapsed_s": t.elapsed_s,
-                    "bottleneck": t.profile.as_ref().and_then(|p| p.bottleneck),
+                    // The search's profile (a new elite), else one taken with the evaluation.
+                    "bottleneck": t.profile.as_ref().or(t.evaluation.profile.as_ref()).and_then(|p| p.bottleneck),
                     "message": t.evaluation.message,
                     "phases": t.evaluation.phases,
                     "profile_s": t.profile.as_ref().and_then(|p| p.profile_s),
@@ -302,6 +303,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             if improved { "*" } else { " " },
             t.profile
                 .as_ref()
+                .or(t.evaluation.profile.as_ref())
                 .and_then(|p| p.bottleneck)
                 .map(|b| b.as_str())
                 .unwrap_or("-"),
