@@ -122,6 +122,10 @@ pub struct Profile {
     pub metrics: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bottleneck: Option<Bottleneck>,
+    /// Seconds Nsight Compute took for this profile, where it was taken in this run (absent
+    /// for a profile reused from an earlier run or read from a landscape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_s: Option<f64>,
 }
 
 #[cfg(test)]

@@ -38,6 +38,22 @@ fn tune_json(db: &Path, landscape: &Path, extra: &[&str]) -> Value {
     })
 }
 
+/// `show RUN_ID --db DB EXTRA...`: its standard output, after checking it succeeded.
+fn show(db: &Path, id: &str, extra: &[&str]) -> String {
+    let out = evo(db)
+        .args(["show", id, "--db"])
+        .arg(db)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn without_run_id(mut v: Value) -> Value {
     v.as_object_mut().unwrap().remove("run_id");
     v
@@ -158,22 +174,12 @@ fn runs_show_and_csv_export() {
         text.contains("sdpa_fp8") && text.contains("finished"),
         "{text}"
     );
-    let out = evo(&db)
-        .args(["show", &id, "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = show(&db, &id, &[]);
     assert!(
         text.contains("winner: p50") && text.contains("trajectory") && text.contains("stopped by"),
         "{text}"
     );
-    let out = evo(&db)
-        .args(["show", &id, "--json", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown: Value = serde_json::from_str(&show(&db, &id, &["--json"])).unwrap();
     assert_eq!(shown["winner"]["p50_us"], v["winner"]["p50_us"]);
     assert_eq!(
         shown["trajectory"].as_array().unwrap().len(),
@@ -487,4 +493,62 @@ fn with_no_gpu_tune_replays_the_recorded_h100_run_and_writes_the_report() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no GPU on this machine and no --replay"));
+}
+
+#[test]
+fn show_sums_the_phases_recorded_in_a_landscape() {
+    let dir = tempfile::tempdir().unwrap();
+    let land = write_landscape(dir.path());
+    // Give every `ok` line recorded phases, one of them a profile's.
+    let text = std::fs::read_to_string(&land).unwrap();
+    let mut lines = Vec::new();
+    let mut ok = 0;
+    for line in text.lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        if v["outcome"] == "ok" {
+            ok += 1;
+            v["phases"] = serde_json::json!({
+                "compile_s": 2.0, "wait_s": 0.5, "correctness_s": 0.25, "timing_s": 1.0,
+                "profile_s": 3.0, "other_s": 0.125
+            });
+        }
+        lines.push(v.to_string());
+    }
+    let phased = dir.path().join("phased.jsonl");
+    std::fs::write(&phased, lines.join("\n") + "\n").unwrap();
+    let db = dir.path().join("runs.db");
+    let v = tune_json(&db, &phased, &["--variant", "grid"]);
+    let id = v["run_id"].to_string();
+    let shown: Value = serde_json::from_str(&show(&db, &id, &["--json"])).unwrap();
+    let p = &shown["phases"];
+    assert_eq!(p["replayed"], true, "{p}");
+    assert_eq!(p["with_phases"], ok, "{p}");
+    let n = f64::from(ok);
+    assert_eq!(p["compile_s"], 2.0 * n);
+    assert_eq!(p["wait_s"], 0.5 * n);
+    assert_eq!(p["compile_overlapped_s"], 1.5 * n);
+    assert_eq!(p["profile_s"], 3.0 * n);
+    assert_eq!(p["profiles"], ok);
+    // A replay's own wall time is not split against the recording's phases.
+    assert_eq!(p["outside_s"], Value::Null);
+    let first_ok = shown["trajectory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(first_ok["phases"]["timing_s"], 1.0);
+
+    let text = show(&db, &id, &[]);
+    assert!(
+        text.contains("as recorded in the replayed landscape") && text.contains("correctness"),
+        "{text}"
+    );
+
+    // A landscape without phases: none recorded, said so.
+    let v = tune_json(&db, &land, &["--variant", "grid"]);
+    let id = v["run_id"].to_string();
+    let shown: Value = serde_json::from_str(&show(&db, &id, &["--json"])).unwrap();
+    assert_eq!(shown["phases"]["with_phases"], 0);
+    assert_eq!(shown["phases"]["without_phases"], shown["evaluations"]);
 }

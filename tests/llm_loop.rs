@@ -89,6 +89,7 @@ impl Evaluator for CompileThenFakeTime {
                 ..Timing::default()
             }),
             profile: None,
+            phases: Default::default(),
         })
     }
 

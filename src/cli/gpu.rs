@@ -38,9 +38,17 @@ pub struct GpuArgs {
     /// No profiling (insights off)
     #[arg(long)]
     no_profile: bool,
+    /// Profile every correct candidate with ncu, not only new elites (for landscapes: each
+    /// exported line then carries its bottleneck class and metrics)
+    #[arg(long, conflicts_with = "no_profile")]
+    profile_all: bool,
 }
 
 impl GpuArgs {
+    pub fn profile_all(&self) -> bool {
+        self.profile_all
+    }
+
     pub fn options(&self, seed: u64) -> CudaOptions {
         CudaOptions {
             seed,
@@ -55,6 +63,7 @@ impl GpuArgs {
             },
             arch: self.arch.clone(),
             ncu: (!self.no_profile).then(|| self.ncu.clone()),
+            profile_all: self.profile_all,
             python: self.python.clone(),
             ..CudaOptions::default()
         }

@@ -145,6 +145,11 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             rec.row.status, a.run_id
         ),
     };
+    let phases = evoengineer::report::phases::PhaseSummary::of(
+        &rec.trials,
+        rec.row.elapsed_s,
+        rec.evaluator.starts_with("replay:"),
+    );
     if a.json {
         let elite = |e: &evoengineer::search::Elite| {
             json!({
@@ -166,8 +171,11 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                     "seq": t.seq, "key": t.key, "outcome": t.evaluation.outcome,
                     "p50_us": t.evaluation.p50_us(), "best_p50_us": best.is_finite().then_some(best),
                     "reused": t.reused, "wall_s": t.wall_s, "elapsed_s": t.elapsed_s,
-                    "bottleneck": t.profile.as_ref().and_then(|p| p.bottleneck),
+                    // The search's profile (a new elite), else one taken with the evaluation.
+                    "bottleneck": t.profile.as_ref().or(t.evaluation.profile.as_ref()).and_then(|p| p.bottleneck),
                     "message": t.evaluation.message,
+                    "phases": t.evaluation.phases,
+                    "profile_s": t.profile.as_ref().and_then(|p| p.profile_s),
                 })
             })
             .collect();
@@ -181,6 +189,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             "evaluator": rec.evaluator, "command_line": rec.command_line,
             "winner": rec.elites.first().map(elite),
             "elites": rec.elites.iter().map(elite).collect::<Vec<_>>(),
+            "phases": phases,
             "trajectory": trajectory,
         });
         // Code evolution: every proposal with its lineage (the answers themselves stay in the
@@ -217,6 +226,9 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         rec.trials.len(),
         rec.row.elapsed_s.unwrap_or(0.0)
     );
+    for line in phases.text() {
+        println!("  {line}");
+    }
     match rec.elites.first() {
         Some(w) => println!(
             "winner: p50 {:.2} us, p90 {:.2} us  {}",
@@ -291,6 +303,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             if improved { "*" } else { " " },
             t.profile
                 .as_ref()
+                .or(t.evaluation.profile.as_ref())
                 .and_then(|p| p.bottleneck)
                 .map(|b| b.as_str())
                 .unwrap_or("-"),

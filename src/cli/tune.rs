@@ -442,6 +442,9 @@ fn make_evaluator(
     seed: u64,
 ) -> anyhow::Result<(Backend, String)> {
     if let Some(path) = desc.strip_prefix("replay:") {
+        if a.gpu.profile_all() {
+            bail!("--profile-all needs the GPU: a replayed landscape answers with the profiles it was recorded with");
+        }
         let mut r = ReplayEvaluator::load(Path::new(path), task)?;
         if r.skipped > 0 {
             eprintln!(

@@ -5,11 +5,14 @@
 //! GPU measures one candidate while the CPUs compile the next. Cubins go to a scratch folder
 //! the worker loads them from. A candidate that faults or hangs kills only the worker; the
 //! next request starts a fresh one.
+//!
+//! Every evaluation carries its [`Phases`]: the compile's own time and the time spent waiting
+//! for it, the worker's correctness and timing, ncu (with `profile_all`), and the rest.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::candidate::{Candidate, SourceRef};
 use crate::cuda::{DeviceInfo, Dims};
@@ -21,7 +24,7 @@ use crate::eval::inputs::ArgSpec;
 use crate::eval::launch::launch_vars;
 use crate::eval::profile::{ProfileOutcome, Profiler};
 use crate::eval::worker::{EvalRequest, KernelRef, RunOnceRequest, TimingParams, WorkerHandle};
-use crate::eval::{Environment, EvalError, Evaluation, Evaluator, Outcome};
+use crate::eval::{Environment, EvalError, Evaluation, Evaluator, Outcome, Phases};
 use crate::insight::Profile;
 use crate::space::Config;
 use crate::task::{Shape, Task};
@@ -41,6 +44,9 @@ pub struct CudaOptions {
     pub worker_exe: Option<PathBuf>,
     /// `ncu` to profile with; `None`: insights off.
     pub ncu: Option<PathBuf>,
+    /// Profile every correct candidate as part of its evaluation (for landscapes), not only
+    /// the new elites the search asks about.
+    pub profile_all: bool,
     pub python: PathBuf,
 }
 
@@ -54,6 +60,7 @@ impl Default for CudaOptions {
             arch: None,
             worker_exe: None,
             ncu: Some(PathBuf::from("ncu")),
+            profile_all: false,
             python: PathBuf::from("python3"),
         }
     }
@@ -76,6 +83,9 @@ pub struct CudaEvaluator {
     pub notes: Vec<String>,
     /// Model-written sources by sha256 ([`Evaluator::register_source`]).
     sources: HashMap<String, String>,
+    /// Profiles taken during evaluations (`profile_all`), by queue key, so that
+    /// [`Evaluator::profile`] does not run ncu on the same candidate twice.
+    taken: HashMap<String, Profile>,
 }
 
 /// The architecture to build for: Hopper gets its `a` variant (wgmma, setmaxnreg).
@@ -146,6 +156,7 @@ impl CudaEvaluator {
             opts,
             notes: Vec::new(),
             sources: HashMap::new(),
+            taken: HashMap::new(),
         })
     }
 
@@ -180,12 +191,68 @@ impl CudaEvaluator {
         )
     }
 
-    fn compiled(&self, c: &Candidate, shape: &Shape) -> Result<Compiled, CompileError> {
-        let key = self.queue_key(c, shape);
-        if let Some(done) = self.queue.take(&key) {
-            return done;
+    /// The candidate's compile, from the compile-ahead queue or done now, with the compile's
+    /// own time (`compile_s`) and the time spent here waiting for it (`wait_s`; all of it when
+    /// the compile runs now).
+    fn compiled(&self, c: &Candidate, shape: &Shape) -> (Result<Compiled, CompileError>, Phases) {
+        let started = Instant::now();
+        if let Some((done, took)) = self.queue.take_timed(&self.queue_key(c, shape)) {
+            let phases = Phases {
+                compile_s: Some(took.as_secs_f64()),
+                wait_s: Some(started.elapsed().as_secs_f64()),
+                ..Phases::default()
+            };
+            return (done, phases);
         }
-        self.gate.compile(&self.job(c, shape)?)
+        let done = self.job(c, shape).and_then(|job| self.gate.compile(&job));
+        let secs = started.elapsed().as_secs_f64();
+        let phases = Phases {
+            compile_s: Some(secs),
+            wait_s: Some(secs),
+            ..Phases::default()
+        };
+        (done, phases)
+    }
+
+    /// Profiles a compiled candidate with ncu; `Ok(None)` when there is no profiler or ncu
+    /// could not profile it (said in a note or a warning).
+    fn profile_compiled(
+        &mut self,
+        candidate: &Candidate,
+        shape: &Shape,
+        compiled: &Compiled,
+    ) -> Result<Option<Profile>, EvalError> {
+        if self.profiler.is_none() {
+            return Ok(None);
+        }
+        let Some(d) = compiled.launch else {
+            return Ok(None);
+        };
+        let request = RunOnceRequest {
+            kernel: KernelRef {
+                cubin: self.cubin_file(compiled)?,
+                entry: compiled.entry.clone(),
+                dims: dims(&d),
+            },
+            args: self.args(&candidate.config, shape)?,
+            seed: self.opts.seed,
+            trial: 0,
+        };
+        let profiler = self.profiler.as_mut().expect("checked above");
+        match profiler.profile(&request) {
+            Ok(ProfileOutcome::Profiled(p)) => Ok(Some(p)),
+            Ok(ProfileOutcome::Unavailable { note }) => {
+                if let Some(note) = note {
+                    eprintln!("note: {note}");
+                    self.notes.push(note);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!("{}: {e}", candidate.key(&self.task.space));
+                Ok(None)
+            }
+        }
     }
 
     /// Writes a cubin where the worker can load it.
@@ -320,9 +387,19 @@ impl Evaluator for CudaEvaluator {
     }
 
     fn evaluate(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Evaluation, EvalError> {
-        let compiled = match self.compiled(candidate, shape) {
+        let started = Instant::now();
+        let (compiled, mut phases) = self.compiled(candidate, shape);
+        let compiled = match compiled {
             Ok(c) => c,
-            Err(e @ CompileError::Rejected(_)) => return e.into_evaluation(),
+            Err(e @ CompileError::Rejected(_)) => {
+                return e.into_evaluation().map(|mut ev| {
+                    phases.other_s = Some(
+                        (started.elapsed().as_secs_f64() - phases.wait_s.unwrap_or(0.0)).max(0.0),
+                    );
+                    ev.phases = phases;
+                    ev
+                })
+            }
             Err(e) => return Err(EvalError::Other(e.to_string())),
         };
         let d = compiled
@@ -343,6 +420,33 @@ impl Evaluator for CudaEvaluator {
         };
         let mut evaluation = self.worker.eval(&request, self.timeout())?;
         evaluation.compile = Some(compiled.report.clone());
+        // The worker timed its own correctness and timing; the rest of this call is `other`.
+        phases.correctness_s = evaluation.phases.correctness_s;
+        phases.timing_s = evaluation.phases.timing_s;
+        let inside = phases.wait_s.unwrap_or(0.0)
+            + phases.correctness_s.unwrap_or(0.0)
+            + phases.timing_s.unwrap_or(0.0);
+        phases.other_s = Some((started.elapsed().as_secs_f64() - inside).max(0.0));
+        evaluation.phases = phases;
+        let profiler_on = self
+            .profiler
+            .as_ref()
+            .is_some_and(|p| p.unavailable().is_none());
+        if self.opts.profile_all && profiler_on && evaluation.outcome == Outcome::Ok {
+            let profiling = Instant::now();
+            let profile = self.profile_compiled(candidate, shape, &compiled)?;
+            evaluation.phases.profile_s = Some(profiling.elapsed().as_secs_f64());
+            if let Some(p) = profile {
+                // Its time is in the phases; the search asking again gets it for free.
+                let p = Profile {
+                    profile_s: None,
+                    ..p
+                };
+                self.taken
+                    .insert(self.queue_key(candidate, shape), p.clone());
+                evaluation.profile = Some(p);
+            }
+        }
         if evaluation.outcome != Outcome::Ok {
             tracing::info!(
                 "{}: {} {}",
@@ -362,38 +466,14 @@ impl Evaluator for CudaEvaluator {
         if self.profiler.is_none() {
             return Ok(None);
         }
-        let compiled = match self.compiled(candidate, shape) {
+        if let Some(p) = self.taken.get(&self.queue_key(candidate, shape)) {
+            return Ok(Some(p.clone()));
+        }
+        let compiled = match self.compiled(candidate, shape).0 {
             Ok(c) => c,
             Err(_) => return Ok(None),
         };
-        let Some(d) = compiled.launch else {
-            return Ok(None);
-        };
-        let request = RunOnceRequest {
-            kernel: KernelRef {
-                cubin: self.cubin_file(&compiled)?,
-                entry: compiled.entry.clone(),
-                dims: dims(&d),
-            },
-            args: self.args(&candidate.config, shape)?,
-            seed: self.opts.seed,
-            trial: 0,
-        };
-        let profiler = self.profiler.as_mut().expect("checked above");
-        match profiler.profile(&request) {
-            Ok(ProfileOutcome::Profiled(p)) => Ok(Some(p)),
-            Ok(ProfileOutcome::Unavailable { note }) => {
-                if let Some(note) = note {
-                    eprintln!("note: {note}");
-                    self.notes.push(note);
-                }
-                Ok(None)
-            }
-            Err(e) => {
-                tracing::warn!("{}: {e}", candidate.key(&self.task.space));
-                Ok(None)
-            }
-        }
+        self.profile_compiled(candidate, shape, &compiled)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod compile;
 pub mod cuda;
 pub mod inputs;
 pub mod launch;
+pub mod phases;
 pub mod profile;
 pub mod replay;
 pub mod stats;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::candidate::Candidate;
 use crate::insight::Profile;
 use crate::task::Shape;
+pub use phases::Phases;
 
 /// How far a candidate got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,6 +131,10 @@ pub struct Evaluation {
     /// A profile taken with the evaluation (a replayed landscape carries one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
+    /// Where the evaluation's time went (empty where nothing was measured, as in evaluations
+    /// recorded before phases existed).
+    #[serde(default, skip_serializing_if = "Phases::is_empty")]
+    pub phases: Phases,
 }
 
 impl Evaluation {
@@ -140,6 +146,7 @@ impl Evaluation {
             correctness: None,
             timing: None,
             profile: None,
+            phases: Phases::default(),
         }
     }
 

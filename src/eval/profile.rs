@@ -167,9 +167,13 @@ impl Profiler {
         if self.unavailable.is_some() {
             return Ok(self.note());
         }
+        let started = std::time::Instant::now();
         let dir = scratch_dir()?;
-        let result = self.profile_in(&dir, request);
+        let mut result = self.profile_in(&dir, request);
         let _ = std::fs::remove_dir_all(&dir);
+        if let Ok(ProfileOutcome::Profiled(p)) = &mut result {
+            p.profile_s = Some(started.elapsed().as_secs_f64());
+        }
         result
     }
 
@@ -236,6 +240,7 @@ impl Profiler {
         Ok(ProfileOutcome::Profiled(Profile {
             metrics: k.metrics,
             bottleneck,
+            profile_s: None,
         }))
     }
 }
@@ -575,6 +580,8 @@ mod tests {
         };
         assert_eq!(profile.bottleneck, Some(Bottleneck::Compute));
         assert_eq!(profile.metrics[METRIC_DURATION], 1_234_500.0);
+        // What ncu cost is part of the profile.
+        assert!(profile.profile_s.is_some_and(|s| s > 0.0), "{profile:?}");
     }
 
     #[test]

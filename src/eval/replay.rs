@@ -3,7 +3,8 @@
 //! A landscape is JSON Lines: one object per evaluated candidate. `tune --replay` reads it,
 //! `export --format jsonl` writes it. Required: `config` (knob name to integer), `outcome`;
 //! for `ok` also `p50_us` (and `p90_us`). Optional: `shape` (default: the task's first),
-//! `registers`, `smem_bytes`, `spill_bytes`, `max_abs_err`, `bottleneck`, `metrics`, `source`.
+//! `registers`, `smem_bytes`, `spill_bytes`, `max_abs_err`, `bottleneck`, `metrics`, `source`,
+//! `phases` (seconds per phase when it was recorded: handed back as they are, never invented).
 //! Any other field is kept and ignored.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::candidate::{Candidate, SourceRef};
 use crate::eval::{
     CompileReport, CorrectnessReport, Environment, EvalError, Evaluation, Evaluator, Outcome,
-    Timing,
+    Phases, Timing,
 };
 use crate::insight::{Bottleneck, InsightRules, Profile};
 use crate::task::{Shape, Task};
@@ -45,6 +46,10 @@ pub struct LandscapeRecord {
     pub bottleneck: Option<Bottleneck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, f64>>,
+    /// Where the recorded evaluation's time went (profiling included), as measured when it was
+    /// recorded; a replay hands these back as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
     /// Fields this version does not know: kept, ignored.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -76,6 +81,7 @@ impl LandscapeRecord {
             max_abs_err: eval.correctness.as_ref().map(|c| c.max_abs_err),
             bottleneck: profile.bottleneck,
             metrics: (!profile.metrics.is_empty()).then_some(profile.metrics),
+            phases: (!eval.phases.is_empty()).then(|| eval.phases.clone()),
             extra: serde_json::Map::new(),
         }
     }
@@ -105,6 +111,7 @@ impl LandscapeRecord {
         let profile = (bottleneck.is_some() || !metrics.is_empty()).then_some(Profile {
             metrics,
             bottleneck,
+            profile_s: None,
         });
         let message = self
             .extra
@@ -118,6 +125,7 @@ impl LandscapeRecord {
             correctness,
             timing,
             profile,
+            phases: self.phases.clone().unwrap_or_default(),
         }
     }
 }

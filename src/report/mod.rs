@@ -5,12 +5,14 @@
 //! the elites against evaluations (`fig-progress`), every candidate's p50 by macro variant
 //! (`fig-macro`), each knob's effect (`fig-knobs`), registers and shared memory against p50
 //! (`fig-resources`), the bottleneck class along the run (`fig-bottleneck`). Then the winner
-//! (config, the figures of each gate, speedups) and the whole trajectory as a table.
+//! (config, the figures of each gate, speedups), where the run's time went (`fig-time`: phases
+//! summed, [`phases::PhaseSummary`]) and the whole trajectory as a table.
 //!
 //! Baseline timings (PyTorch and the like) are not in the store yet; [`render`] takes them as
 //! [`BaselineTiming`]s, which `report --baselines FILE` reads with [`load_baselines`].
 
 mod charts;
+pub mod phases;
 pub mod svg;
 
 use std::fmt::Write;
@@ -253,8 +255,9 @@ pub fn render(
     let title = format!("Run {run_id}: {} · shape {}", rec.row.task, rec.row.shape);
     let _ = write!(
         o,
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n",
-        escape(&format!("evoengineer · {title}"))
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}{}</style>\n</head>\n<body>\n<main>\n",
+        escape(&format!("evoengineer · {title}")),
+        phases::CSS
     );
     let _ = writeln!(o, "<header><h1>{}</h1>", escape(&title));
     let shape_desc = task
@@ -411,6 +414,11 @@ pub fn render(
         &format!("<code>{}</code>", escape(&rec.kernel_hash)),
     );
     o.push_str("</table>\n");
+
+    // Where the time went.
+    o.push_str("<h2 id=\"time\">Time by phase</h2>\n");
+    let replayed = rec.evaluator.starts_with("replay:");
+    o.push_str(&phases::PhaseSummary::of(&rec.trials, rec.row.elapsed_s, replayed).html());
 
     // Trajectory.
     o.push_str("<h2 id=\"trajectory\">Trajectory</h2>\n");

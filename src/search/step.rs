@@ -82,7 +82,14 @@ pub fn conclude(
         let (profile, fresh) = match &recorded {
             Some(r) if r.profiled => (r.profile.clone(), false),
             _ => match s.journal.reuse_profile(&key)? {
-                Some(p) => (p, true),
+                // Taken in an earlier run: its ncu time was not spent in this one.
+                Some(p) => (
+                    p.map(|p| crate::insight::Profile {
+                        profile_s: None,
+                        ..p
+                    }),
+                    true,
+                ),
                 None => (s.evaluator.profile(&candidate, s.shape)?, true),
             },
         };

@@ -115,6 +115,7 @@ impl Evaluator for Synth {
                 ..Timing::default()
             }),
             profile: None,
+            phases: Default::default(),
         })
     }
 
@@ -123,6 +124,7 @@ impl Evaluator for Synth {
         Ok(Some(Profile {
             metrics: Default::default(),
             bottleneck: Some(Bottleneck::ALL[(self.hash(c) % 4) as usize]),
+            profile_s: None,
         }))
     }
 }

@@ -45,11 +45,16 @@ pub(super) fn evaluation_floats(e: &mut Evaluation, f: &mut dyn FnMut(&mut f64))
     if let Some(p) = &mut e.profile {
         profile_floats(p, f);
     }
+    // Added after the others, so the positions of records written before phases hold.
+    e.phases.floats(f);
 }
 
 /// Visits every float of a profile, in a fixed order.
 pub(super) fn profile_floats(p: &mut Profile, f: &mut dyn FnMut(&mut f64)) {
     for x in p.metrics.values_mut() {
+        f(x);
+    }
+    if let Some(x) = &mut p.profile_s {
         f(x);
     }
 }

@@ -700,7 +700,7 @@ impl Store {
     }
 
     /// The run as landscape records, one per trial in seq order, for `export`: the trial's
-    /// profile fills `bottleneck` and `metrics`; `extra` holds `message` (if any), `device`,
+    /// profile fills `bottleneck` and `metrics` (and its ncu time `phases.profile_s`); `extra` holds `message` (if any), `device`,
     /// `toolchain`, `run_id`, `seq` and `candidate` (the key).
     pub fn export_records(
         &self,
@@ -722,6 +722,10 @@ impl Store {
                     rec.bottleneck = p.bottleneck.or(rec.bottleneck);
                     if !p.metrics.is_empty() {
                         rec.metrics = Some(p.metrics.clone());
+                    }
+                    if let Some(secs) = p.profile_s {
+                        let phases = rec.phases.get_or_insert_with(Default::default);
+                        phases.profile_s = Some(phases.profile_s.unwrap_or(0.0) + secs);
                     }
                 }
                 let extra = &mut rec.extra;

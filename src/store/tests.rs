@@ -7,7 +7,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::*;
 use crate::eval::{
-    CompileReport, CorrectnessReport, EvalError, Evaluation, Evaluator, Outcome, Timing,
+    CompileReport, CorrectnessReport, EvalError, Evaluation, Evaluator, Outcome, Phases, Timing,
 };
 use crate::insight::{Bottleneck, Profile};
 use crate::search::{self, Journal, JournalError, NoJournal, WallClock};
@@ -115,6 +115,14 @@ fn toy_evaluation(config: &Config) -> Evaluation {
             ..Timing::default()
         }),
         profile: None,
+        phases: Phases {
+            compile_s: Some(0.25),
+            wait_s: Some(0.125),
+            correctness_s: Some(0.5),
+            timing_s: Some(0.75),
+            profile_s: None,
+            other_s: Some(0.0625),
+        },
     }
 }
 
@@ -127,6 +135,7 @@ fn toy_profile(config: &Config) -> Option<Profile> {
         } else {
             Bottleneck::Compute
         }),
+        profile_s: None,
     })
 }
 
@@ -202,7 +211,7 @@ impl<J: Journal> Journal for Spy<'_, J> {
 fn search(
     task: &Task,
     journal: &mut dyn Journal,
-    evaluator: &mut Toy,
+    evaluator: &mut dyn Evaluator,
     resume: Vec<Trial>,
 ) -> Result<SearchResult, search::SearchError> {
     search::run(
@@ -743,13 +752,17 @@ fn non_finite_floats_come_back() {
     e.profile = Some(Profile {
         metrics: BTreeMap::from([("a".into(), f64::NAN), ("b".into(), 1.5)]),
         bottleneck: None,
+        profile_s: Some(0.5),
     });
+    // Phases come after every older float: a non-finite one among them keeps its place.
+    e.phases.timing_s = Some(f64::INFINITY);
     let mut trial = manual_trial(&task.space, 0, [2, 16, 1], e);
     j.trial(&trial, &[]).unwrap();
     trial.profiled = true;
     trial.profile = Some(Profile {
         metrics: BTreeMap::from([("x".into(), f64::INFINITY)]),
         bottleneck: Some(Bottleneck::Occupancy),
+        profile_s: Some(f64::NAN),
     });
     j.profiled(&trial).unwrap();
 
@@ -1115,6 +1128,95 @@ fn many_connections_opening_a_new_file_at_once_all_succeed() {
             .collect();
         for h in handles {
             h.join().unwrap().unwrap();
+        }
+    }
+}
+
+/// The toy evaluator, with what ncu took stamped on each profile (as the GPU evaluator does).
+struct TimedToy(Toy);
+
+impl Evaluator for TimedToy {
+    fn environment(&self) -> Environment {
+        env()
+    }
+
+    fn evaluate(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Evaluation, EvalError> {
+        self.0.evaluate(candidate, shape)
+    }
+
+    fn profile(
+        &mut self,
+        candidate: &Candidate,
+        shape: &Shape,
+    ) -> Result<Option<Profile>, EvalError> {
+        Ok(self.0.profile(candidate, shape)?.map(|p| Profile {
+            profile_s: Some(0.5),
+            ..p
+        }))
+    }
+}
+
+#[test]
+fn an_exported_run_replays_with_its_profiles_and_phases() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = toy_task(dir.path());
+    let store = Store::open(dir.path().join("runs.db")).unwrap();
+    let id = store.create_run(&new_run(&task, &settings())).unwrap();
+    let mut j = store
+        .journal(id, &task.space, &task.source_hash, "small", &env())
+        .unwrap();
+    let mut timed = TimedToy(Toy::default());
+    let result = search(&task, &mut j, &mut timed, vec![]).unwrap();
+    store.finish_run(id, &result).unwrap();
+    let with_profile = result.trials.iter().filter(|t| t.profile.is_some()).count();
+    assert!(with_profile > 0, "the search should have profiled elites");
+
+    // The summary counts each phase once, and each profile's ncu time.
+    let rec = store.load_run(id, &task.space).unwrap();
+    let summary = crate::report::phases::PhaseSummary::of(&rec.trials, Some(100.0), false);
+    let ok = rec
+        .trials
+        .iter()
+        .filter(|t| t.evaluation.outcome == Outcome::Ok)
+        .count();
+    assert_eq!(summary.with_phases, ok);
+    assert_eq!(summary.without_phases, rec.trials.len() - ok);
+    assert_eq!(summary.profiles, with_profile);
+    assert_eq!(summary.profile_s, 0.5 * with_profile as f64);
+    assert_eq!(summary.compile_s, 0.25 * ok as f64);
+    assert_eq!(summary.compile_overlapped_s, 0.125 * ok as f64);
+    let sequential = (0.125 + 0.5 + 0.75 + 0.0625) * ok as f64 + summary.profile_s;
+    assert!((summary.sequential_s() - sequential).abs() < 1e-9);
+    assert!((summary.outside_s.unwrap() - (100.0 - sequential)).abs() < 1e-9);
+
+    // Exported, then replayed: every record's profile and phases come back as recorded.
+    let path = dir.path().join("exported.jsonl");
+    let text: String = store
+        .export_records(id, &task.space)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    let mut replay = crate::eval::replay::ReplayEvaluator::load(&path, &task).unwrap();
+    let shape = task.default_shape();
+    for t in &result.trials {
+        let back = replay.evaluate(&t.candidate, shape).unwrap();
+        let mut phases = t.evaluation.phases.clone();
+        if t.profile.is_some() {
+            phases.profile_s = Some(0.5);
+        }
+        assert_eq!(back.phases, phases, "{}", t.key);
+        let profile = replay.profile(&t.candidate, shape).unwrap();
+        match &t.profile {
+            Some(p) => {
+                let got = profile.expect("a profiled trial replays with its profile");
+                assert_eq!(got.bottleneck, p.bottleneck, "{}", t.key);
+                assert_eq!(got.metrics, p.metrics, "{}", t.key);
+                // The time is in the phases, not invented twice.
+                assert_eq!(got.profile_s, None);
+            }
+            None => assert_eq!(profile, None, "{}", t.key),
         }
     }
 }

@@ -179,3 +179,61 @@ pub fn markdown(s: &Study) -> String {
     }
     o
 }
+
+/// Several studies side by side: per arm and task, the median evaluations to come within
+/// `near` of the optimum and to reach it, with the fraction of runs that did. `skipped` lists
+/// tasks left out, each with why.
+pub fn overview(studies: &[Study], skipped: &[(String, String)]) -> String {
+    let mut o = String::new();
+    let near = studies
+        .first()
+        .map(|s| format!("{:.0}%", s.spec.near * 100.0))
+        .unwrap_or_else(|| "2%".into());
+    let _ = writeln!(
+        o,
+        "### Search study, every task: evaluations to come within {near} of the optimum / to reach it\n"
+    );
+    if !studies.is_empty() {
+        let _ = writeln!(
+            o,
+            "Median over seeds (fraction of runs that got there within the budget); — when half \
+             the runs or more never did. Details per task below.\n"
+        );
+        let mut head = String::from("| arm |");
+        let mut rule = String::from("|---|");
+        for s in studies {
+            let _ = write!(
+                head,
+                " {} ({} correct configs): within {near} | optimum |",
+                s.task, s.landscape.ok
+            );
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(o, "{head}\n{rule}");
+        let names: Vec<String> = studies[0].arms.iter().map(|a| a.arm.name()).collect();
+        for name in names {
+            let mut row = format!("| {name} |");
+            for s in studies {
+                match s.arms.iter().find(|a| a.arm.name() == name) {
+                    Some(a) => {
+                        let t = &a.trajectory;
+                        let _ = write!(
+                            row,
+                            " {} ({}) | {} ({}) |",
+                            count(t.to_near_median),
+                            pct(t.reached_near),
+                            count(t.to_optimum_median),
+                            pct(t.reached_optimum)
+                        );
+                    }
+                    None => row.push_str(" | |"),
+                }
+            }
+            let _ = writeln!(o, "{row}");
+        }
+    }
+    for (task, why) in skipped {
+        let _ = writeln!(o, "\n- **{task}: not studied** — {why}");
+    }
+    o
+}

@@ -37,7 +37,7 @@ use crate::search::strategy::GRID_LIMIT;
 use crate::search::{self, Clock, Limits, NoJournal, SearchError, Settings, StopReason, Variant};
 use crate::task::{Shape, Task};
 
-pub use markdown::markdown;
+pub use markdown::{markdown, overview};
 
 /// What an arm takes away from Full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

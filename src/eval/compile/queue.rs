@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::{CompileError, CompileGate, CompileJob, Compiled};
 
@@ -62,7 +63,8 @@ pub(super) fn compile_many(gate: &CompileGate, jobs: &[CompileJob]) -> Vec<Outco
 struct State<K> {
     pending: VecDeque<(K, CompileJob)>,
     running: HashSet<K>,
-    finished: HashMap<K, Outcome>,
+    /// Each result with the wall time its compile took.
+    finished: HashMap<K, (Outcome, Duration)>,
     shutdown: bool,
 }
 
@@ -155,6 +157,12 @@ impl<K: Eq + Hash + Clone + Send + 'static> CompileQueue<K> {
     /// Waits for `key`'s result and removes it from the queue; `None` if `key` was never
     /// submitted (or already taken).
     pub fn take(&self, key: &K) -> Option<Outcome> {
+        self.take_timed(key).map(|(r, _)| r)
+    }
+
+    /// [`CompileQueue::take`], with the wall time the compile itself took (on its worker
+    /// thread, not counting its time in the queue).
+    pub fn take_timed(&self, key: &K) -> Option<(Outcome, Duration)> {
         let mut st = self.shared.lock();
         if let Some(i) = st.pending.iter().position(|(k, _)| k == key) {
             if i > 0 {
@@ -177,7 +185,7 @@ impl<K: Eq + Hash + Clone + Send + 'static> CompileQueue<K> {
 
     /// `key`'s result if it is finished, without waiting.
     pub fn try_take(&self, key: &K) -> Option<Outcome> {
-        self.shared.lock().finished.remove(key)
+        self.shared.lock().finished.remove(key).map(|(r, _)| r)
     }
 }
 
@@ -196,10 +204,12 @@ fn worker<K: Eq + Hash + Clone>(shared: &Shared<K>) {
                 st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         };
+        let started = Instant::now();
         let result = compile_caught(&shared.gate, &job);
+        let took = started.elapsed();
         let mut st = shared.lock();
         st.running.remove(&key);
-        st.finished.insert(key, result);
+        st.finished.insert(key, (result, took));
         drop(st);
         shared.done.notify_all();
     }

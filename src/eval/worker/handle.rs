@@ -366,6 +366,8 @@ impl WorkerHandle {
                 timing: None,
                 kernel: None,
                 bench: None,
+                correctness_s: None,
+                timing_s: None,
                 exiting: true,
             }),
         }
@@ -416,6 +418,7 @@ impl WorkerHandle {
                 correctness: None,
                 timing: None,
                 profile: None,
+                phases: crate::eval::Phases::default(),
             }),
             Ok(Response::Error { message, .. }) => Err(EvalError::Device(message)),
             Ok(other) => Err(EvalError::Other(format!(

@@ -192,6 +192,13 @@ pub struct EvalResponse {
     pub kernel: Option<KernelAttrs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bench: Option<BenchInfo>,
+    /// Seconds from the request to the correctness verdict: loading the kernel, the
+    /// reference, the trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correctness_s: Option<f64>,
+    /// Seconds after the verdict: timing inputs, warm-up, timed launches, the final check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing_s: Option<f64>,
     /// The worker exits after this response (its context is unusable).
     #[serde(default)]
     pub exiting: bool,
@@ -206,11 +213,14 @@ impl EvalResponse {
             timing: None,
             kernel: None,
             bench: None,
+            correctness_s: None,
+            timing_s: None,
             exiting: false,
         }
     }
 
-    /// The search's view (the compile report is the compile gate's to fill in).
+    /// The search's view (the compile report and the phases outside the worker are the
+    /// evaluator's to fill in).
     pub fn into_evaluation(self) -> Evaluation {
         Evaluation {
             outcome: self.outcome,
@@ -219,6 +229,11 @@ impl EvalResponse {
             correctness: self.correctness,
             timing: self.timing,
             profile: None,
+            phases: crate::eval::Phases {
+                correctness_s: self.correctness_s,
+                timing_s: self.timing_s,
+                ..crate::eval::Phases::default()
+            },
         }
     }
 }
@@ -236,6 +251,7 @@ pub struct RunOnceResponse {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one answer per request, never kept in bulk
 pub enum Response {
     Hello {
         protocol: u32,

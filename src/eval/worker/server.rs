@@ -838,6 +838,7 @@ fn eval_on(
     data: &mut DataCache,
     req: &EvalRequest,
 ) -> Result<EvalResponse, Fail> {
+    let started = std::time::Instant::now();
     let args = &req.args;
     let kernel = gpu
         .load_kernel(&req.kernel.cubin, &req.kernel.entry)
@@ -871,9 +872,12 @@ fn eval_on(
             );
             r.correctness = Some(worst.report());
             r.kernel = Some(kernel.attrs.clone());
+            r.correctness_s = Some(started.elapsed().as_secs_f64());
             return Ok(r);
         }
     }
+    let correctness_s = started.elapsed().as_secs_f64();
+    let timing_started = std::time::Instant::now();
     let mut notes = Vec::new();
     if reference.is_none() {
         notes.push("no reference: only NaN/Inf and unwritten outputs were checked".to_string());
@@ -885,6 +889,8 @@ fn eval_on(
         timing: None,
         kernel: Some(kernel.attrs.clone()),
         bench: None,
+        correctness_s: Some(correctness_s),
+        timing_s: None,
         exiting: false,
     };
     let Some(tp) = &req.timing else {
@@ -982,6 +988,8 @@ fn eval_on(
         );
         r.correctness = Some(worst.report());
         r.kernel = Some(kernel.attrs.clone());
+        r.correctness_s = Some(correctness_s);
+        r.timing_s = Some(timing_started.elapsed().as_secs_f64());
         return Ok(r);
     }
     let tail_p50 = stats::summarize(&measured.tail_us)
@@ -1013,6 +1021,7 @@ fn eval_on(
     });
     response.timing = Some(timing);
     response.message = (!notes.is_empty()).then(|| notes.join("; "));
+    response.timing_s = Some(timing_started.elapsed().as_secs_f64());
     Ok(response)
 }
 
