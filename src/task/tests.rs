@@ -58,7 +58,7 @@ fn the_sdpa_task_keeps_the_seeds_configs_as_a_subset() {
         assert!(names.contains(&k), "{k} missing");
     }
     let all = t.space.enumerate(10_000).unwrap();
-    assert_eq!(all.len(), 256);
+    assert_eq!(all.len(), 320);
     let json: Vec<_> = all.iter().map(|c| t.space.to_json(c)).collect();
     let seed: Vec<_> = json.iter().filter(|j| j["USE_WGMMA"] == 0).collect();
     assert_eq!(seed.len(), 128);

@@ -123,9 +123,12 @@ class Launcher:
         self.mods, self.dims = {}, {}
 
     def fn(self, cubin, entry):
-        if cubin not in self.mods:
-            self.mods[cubin] = self.cp.RawModule(path=cubin)
-        return self.mods[cubin].get_function(entry)
+        # One Function object per (cubin, entry): the launch cache below keys on it, and the
+        # shared-memory attribute is set on it (a fresh object per call could reuse a freed
+        # one's id() and skip the attribute: CUDA_ERROR_INVALID_VALUE at launch).
+        if (cubin, entry) not in self.mods:
+            self.mods[(cubin, entry)] = self.cp.RawModule(path=cubin).get_function(entry)
+        return self.mods[(cubin, entry)]
 
     def inputs(self, B, H, S, D, seed):
         torch = self.torch

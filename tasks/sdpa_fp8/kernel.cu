@@ -122,7 +122,8 @@
 static_assert(D == 64 || D == 128, "head dim must be 64 or 128");
 static_assert(TILE_M % 16 == 0 && TILE_M >= 16 && TILE_M <= 128, "TILE_M: 16..128, multiple of 16");
 static_assert(TILE_N == 32 || TILE_N == 64 || TILE_N == 128, "TILE_N: 32, 64 or 128");
-static_assert(NUM_PRODUCER_WARPS == 1 || NUM_PRODUCER_WARPS == 2, "1 or 2 producer warps");
+static_assert(NUM_PRODUCER_WARPS == 1 || NUM_PRODUCER_WARPS == 2 || (USE_WGMMA && NUM_PRODUCER_WARPS == 4),
+              "1 or 2 producer warps (4 with USE_WGMMA)");
 
 // ---- PTX helpers -------------------------------------------------------------------------
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -310,6 +311,7 @@ __device__ __forceinline__ uint64_t gmma_desc(uint32_t addr) {
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); }
 // Keeps the compiler from moving accumulator registers across an async wgmma.
 template <int N>
 __device__ __forceinline__ void fence_regs(float (&d)[N]) {
@@ -468,27 +470,25 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     return min(last_row / TILE_N + 1, n_kv_all);
   };
 
-  // ---- one tile of one consumer warpgroup: S = Q·Kᵀ, online softmax, O += P·V ----
-  // `mid` runs while the Q·Kᵀ wgmma is in flight (WS=0: the V transpose and its barrier).
 #if EVO_DEBUG
   int dbg_bh = 0;  // the current item's batch·head
 #define EVO_DEBUG_ITEM(bh) dbg_bh = (bh)
 #else
 #define EVO_DEBUG_ITEM(bh)
 #endif
-  auto consume_tile = [&](GroupState& st, uint32_t kt, uint32_t vt, int row0, int kv0, bool masked, bool split,
-                          auto&& mid) {
-    float s[TILE_N / 2];
+  // ---- the pieces of one tile of one consumer warpgroup ----
+  // S = Q·Kᵀ (asynchronous: issued and committed, not waited for)
+  auto issue_s = [&](float (&s)[TILE_N / 2], uint32_t kt) {
     const uint32_t qa = sQ + wg * 64 * D;
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 32; ++kk) wgmma_ss(s, gmma_desc<D>(qa + kk * 32), gmma_desc<D>(kt + kk * 32), kk);
     wgmma_commit();
     fence_regs(s);
-    mid();
-    wgmma_wait0();
-    fence_regs(s);
-
+  };
+  // Online softmax of a finished S tile: masks, new row max, P = exp2(s·c − m·c + 8) in place,
+  // row sums; returns the factors O must be rescaled by (O is not touched here).
+  auto softmax = [&](GroupState& st, float (&s)[TILE_N / 2], int row0, int kv0, bool masked, float (&alpha)[2]) {
     const int r0 = row0 + wg * 64 + (warp & 3) * 16 + g;  // rows r0 (h = 0) and r0 + 8 (h = 1)
 #if EVO_DEBUG == 1  // debug_wgmma.py: the raw scores of the first key tile into O[row][key]
     if (kv0 == 0) {
@@ -520,7 +520,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       mx[0] = fmaxf(mx[0], fmaxf(s[4 * c], s[4 * c + 1]));
       mx[1] = fmaxf(mx[1], fmaxf(s[4 * c + 2], s[4 * c + 3]));
     }
-    float bias[2], alpha[2], sum[2] = {0.f, 0.f};
+    float bias[2], sum[2] = {0.f, 0.f};
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
@@ -540,6 +540,8 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       }
 #pragma unroll
     for (int h = 0; h < 2; ++h) st.l[h] = st.l[h] * alpha[h] + sum[h];
+  };
+  auto rescale = [&](GroupState& st, const float (&alpha)[2]) {
 #pragma unroll
     for (int c = 0; c < D / 8; ++c) {
       st.o[4 * c] *= alpha[0];
@@ -547,8 +549,10 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       st.o[4 * c + 2] *= alpha[1];
       st.o[4 * c + 3] *= alpha[1];
     }
-
-    uint32_t pa[TILE_N / 32][4];
+  };
+  // P as e4m3 A fragments; with `split` also lo = P − hi (a second e4m3 pass: 2⁻⁸ instead of 2⁻⁴)
+  auto pack_p = [&](const float (&s)[TILE_N / 2], uint32_t (&pa)[TILE_N / 32][4], uint32_t (&pl)[TILE_N / 32][4],
+                    bool split) {
 #pragma unroll
     for (int b = 0; b < TILE_N / 32; ++b)
 #pragma unroll
@@ -556,33 +560,45 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
         float x[4];
         p_quad(s, b, q, x);
         pa[b][q] = e4m3x4(x[0], x[1], x[2], x[3]);
-      }
-    wgmma_fence();
-#pragma unroll
-    for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pa[b], gmma_desc<TILE_N>(vt + b * 32), 1);
-    wgmma_commit();
-    fence_regs(st.o);
-    if (split) {
-      // lo = P - hi, a second e4m3 pass: relative error 2^-8 instead of 2^-4
-      uint32_t pl[TILE_N / 32][4];
-#pragma unroll
-      for (int b = 0; b < TILE_N / 32; ++b)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          float x[4], hi[4];
-          p_quad(s, b, q, x);
+        if (split) {
+          float hi[4];
           e4m3x4_to_f32(pa[b][q], hi);
           pl[b][q] = e4m3x4(x[0] - hi[0], x[1] - hi[1], x[2] - hi[2], x[3] - hi[3]);
         }
-      wgmma_fence();
+      }
+  };
+  // O += P·V (asynchronous), one or two passes
+  auto issue_pv = [&](GroupState& st, const uint32_t (&pa)[TILE_N / 32][4], const uint32_t (&pl)[TILE_N / 32][4],
+                      bool split, uint32_t vt) {
+    wgmma_fence();
+#pragma unroll
+    for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pa[b], gmma_desc<TILE_N>(vt + b * 32), 1);
+    if (split) {
 #pragma unroll
       for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pl[b], gmma_desc<TILE_N>(vt + b * 32), 1);
-      wgmma_commit();
-      fence_regs(st.o);
     }
+    wgmma_commit();
+    fence_regs(st.o);
+  };
+#if !USE_WARP_SPECIALIZATION
+  // One whole tile, no overlap between its steps (WS = 0); `mid` runs while Q·Kᵀ is in flight.
+  auto consume_tile = [&](GroupState& st, uint32_t kt, uint32_t vt, int row0, int kv0, bool masked, bool split,
+                          auto&& mid) {
+    float s[TILE_N / 2];
+    issue_s(s, kt);
+    mid();
+    wgmma_wait0();
+    fence_regs(s);
+    float alpha[2];
+    softmax(st, s, row0, kv0, masked, alpha);
+    rescale(st, alpha);
+    uint32_t pa[TILE_N / 32][4], pl[TILE_N / 32][4];
+    pack_p(s, pa, pl, split);
+    issue_pv(st, pa, pl, split, vt);
     wgmma_wait0();
     fence_regs(st.o);
   };
+#endif
 
   auto begin_item = [&](GroupState& st) {
 #pragma unroll
@@ -683,14 +699,43 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       named_bar(1 + wg, 128);
       begin_item(st);
       const int n_kv = kv_tiles(mt);
+      // Software pipeline inside the warpgroup (as FlashAttention-3): Q·Kᵀ of tile j and P·V of
+      // tile j-1 are issued back to back, and the softmax of tile j runs while P·V(j-1) is still
+      // on the tensor cores; stage j-1 is released once P·V(j-1) is done.
+      float s[TILE_N / 2];
+      uint32_t pa[TILE_N / 32][4], pl[TILE_N / 32][4];
+      bool split_prev = false;
       for (int j = 0; j < n_kv; ++j, ++it) {
-        const int s = it % STAGES;
-        mbar_wait(bar_full(s), (it / STAGES) & 1);
+        const int st_j = it % STAGES;
+        mbar_wait(bar_full(st_j), (it / STAGES) & 1);
         bool masked, split;
         tile_flags(row0, j * TILE_N, n_kv, masked, split);
-        consume_tile(st, sK(s), sVt(s), row0, j * TILE_N, masked, split, [] {});
+        issue_s(s, sK(st_j));
+        if (j > 0) {
+          issue_pv(st, pa, pl, split_prev, sVt((it - 1) % STAGES));
+          wgmma_wait1();  // Q·Kᵀ(j) done; P·V(j-1) may still run
+        } else {
+          wgmma_wait0();
+        }
+        fence_regs(s);
+        float alpha[2];
+        softmax(st, s, row0, j * TILE_N, masked, alpha);
+        if (j > 0) {
+          wgmma_wait0();  // P·V(j-1) done: O may be rescaled, stage j-1 released
+          fence_regs(st.o);
+          __syncwarp();
+          if (lane == 0) mbar_arrive(bar_empty((it - 1) % STAGES));
+        }
+        rescale(st, alpha);
+        pack_p(s, pa, pl, split);
+        split_prev = split;
+      }
+      if (n_kv > 0) {
+        issue_pv(st, pa, pl, split_prev, sVt((it - 1) % STAGES));
+        wgmma_wait0();
+        fence_regs(st.o);
         __syncwarp();
-        if (lane == 0) mbar_arrive(bar_empty(s));
+        if (lane == 0) mbar_arrive(bar_empty((it - 1) % STAGES));
       }
       end_item(st, bh, row0);
       named_bar(1 + wg, 128);  // the whole warpgroup is done with Q before it is reloaded
