@@ -223,6 +223,15 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+__device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
+  uint32_t ok;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(ok)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return ok != 0;
+}
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
@@ -268,7 +277,7 @@ constexpr int NCWG = TILE_M / 64;                                  // consumer w
 constexpr int NCW = NCWG * 4;                                      // consumer warps
 constexpr int NPW = USE_WARP_SPECIALIZATION ? NUM_PRODUCER_WARPS : 0;  // working producer warps
 // WS=1 adds a whole producer WARPGROUP (of which NPW warps work), so that registers can move
-// from it to the consumers with setmaxnreg: 8 consumer warps get 216 each (producers keep 72) instead of the 168
+// from it to the consumers with setmaxnreg: 8 consumer warps get 208 each (producers keep 88) instead of the 168
 // that 12 warps share at launch (with 9 or 10 warps ptxas had to serialise the wgmmas).
 constexpr int NTHREADS = NCW * 32 + (USE_WARP_SPECIALIZATION ? 128 : 0);
 constexpr int LOADERS = NUM_PRODUCER_WARPS * 32;                   // WS=0: cp.async issuers
@@ -646,7 +655,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
 
   if (warp >= NCW) {
     // -------- producers: copy tile it, then transpose tile it-1 (one tile ahead) --------
-    if (NCWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 72;" ::: "memory");
+    if (NCWG == 2) asm volatile("setmaxnreg.dec.sync.aligned.u32 88;" ::: "memory");
     const int pw = warp - NCW;
     if (pw >= NPW) return;  // the producer warpgroup's idle warps
     const int ptid = pw * 32 + lane;
@@ -666,12 +675,21 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       const uint8_t* vg = V + (size_t)bh * S * D;
       for (int j = 0; j < n_kv; ++j, ++it) {
         const int s = it % STAGES;
-        mbar_wait(bar_empty(s), ((it / STAGES) & 1) ^ 1);
+        const uint32_t par = ((it / STAGES) & 1) ^ 1;
+        // The consumers release a stage only after the NEXT tile is full (their P·V runs one
+        // tile behind), so tile it-1 must not wait for a free stage: finish it first unless the
+        // stage for tile it is already free (then copy ahead, and transpose under the copies).
+        const bool free_now = __all_sync(0xffffffffu, mbar_test(bar_empty(s), par));
+        if (it > 0 && !free_now) {
+          cp_async_wait<0>();
+          finish(it - 1);
+        }
+        mbar_wait(bar_empty(s), par);
         const int kv0 = j * TILE_N;
         load_rows(sK(s), 0, kg, kv0, TILE_N, S, ptid, NPW * 32);
         for (int blk = pw; blk < TILE_N / 16; blk += NPW) load_rows(sVr(s), 16 * blk, vg, kv0 + 16 * blk, 16, S, lane, 32);
         cp_async_commit();
-        if (it > 0) {
+        if (it > 0 && free_now) {
           cp_async_wait<1>();
           finish(it - 1);
         }
@@ -683,7 +701,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     }
   } else {
     // -------- consumer warpgroups --------
-    if (NCWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 216;" ::: "memory");
+    if (NCWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 208;" ::: "memory");
     const int ctid = threadIdx.x & 127;
     uint32_t it = 0;
     GroupState st;
