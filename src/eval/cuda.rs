@@ -42,6 +42,8 @@ pub struct CudaOptions {
     /// `ncu` to profile with; `None`: insights off.
     pub ncu: Option<PathBuf>,
     pub python: PathBuf,
+    /// The GPU (CUDA ordinal) the worker process runs on; `None`: CUDA's default.
+    pub gpu: Option<u32>,
 }
 
 impl Default for CudaOptions {
@@ -55,6 +57,7 @@ impl Default for CudaOptions {
             worker_exe: None,
             ncu: Some(PathBuf::from("ncu")),
             python: PathBuf::from("python3"),
+            gpu: None,
         }
     }
 }
@@ -118,6 +121,9 @@ impl CudaEvaluator {
         };
         let mut worker =
             WorkerHandle::with_command(exe.clone(), [crate::eval::worker::WORKER_SUBCOMMAND]);
+        if let Some(gpu) = opts.gpu {
+            worker.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
+        }
         let device = worker.hello(Duration::from_secs(60))?;
         let arch = opts.arch.clone().unwrap_or_else(|| arch_for(&device));
         let gate = Arc::new(CompileGate::new(opts.compiler.clone()));

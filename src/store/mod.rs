@@ -1081,14 +1081,14 @@ impl RawTrial {
 }
 
 /// `base` or `src:<sha256>`, as the `source` column holds it.
-fn source_text(source: &SourceRef) -> String {
+pub(crate) fn source_text(source: &SourceRef) -> String {
     match source {
         SourceRef::Base => "base".to_string(),
         SourceRef::Variant(hash) => format!("src:{hash}"),
     }
 }
 
-fn parse_source(text: &str) -> Result<SourceRef, String> {
+pub(crate) fn parse_source(text: &str) -> Result<SourceRef, String> {
     match text {
         "base" => Ok(SourceRef::Base),
         _ => match text.strip_prefix("src:") {
