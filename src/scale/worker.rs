@@ -51,6 +51,9 @@ impl WorkerOptions {
     }
 }
 
+/// Builds the evaluator of a run (its task, shape and seed), or says why not.
+pub type MakeEvaluator<'m> = dyn FnMut(&RunContext) -> Result<Box<dyn Evaluator>, String> + 'm;
+
 /// What a run's candidates are measured with on this worker.
 pub struct RunContext<'a> {
     pub run_id: i64,
@@ -89,7 +92,7 @@ struct Loaded {
 pub fn serve(
     store: &Store,
     opts: &WorkerOptions,
-    make: &mut dyn FnMut(&RunContext) -> Result<Box<dyn Evaluator>, String>,
+    make: &mut MakeEvaluator<'_>,
 ) -> Result<WorkerStats, WorkerError> {
     let mut runs: HashMap<i64, Loaded> = HashMap::new();
     let mut stats = WorkerStats::default();
@@ -103,11 +106,12 @@ pub fn serve(
             continue;
         };
         let run_id = claimed.run_id;
-        if !runs.contains_key(&run_id) {
-            let loaded = load_run(store, run_id, make)?;
-            runs.insert(run_id, loaded);
-        }
-        let loaded = runs.get_mut(&run_id).expect("inserted above");
+        let loaded = match runs.entry(run_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(load_run(store, run_id, make)?)
+            }
+        };
         let renewer = Renewer::start(store, &claimed, opts.lease)?;
         let written = measure(store, &claimed, loaded, opts)?;
         renewer.stop();
@@ -127,7 +131,7 @@ pub fn serve(
 fn load_run(
     store: &Store,
     run_id: i64,
-    make: &mut dyn FnMut(&RunContext) -> Result<Box<dyn Evaluator>, String>,
+    make: &mut MakeEvaluator<'_>,
 ) -> Result<Loaded, WorkerError> {
     let (task_dir, shape_name, seed): (PathBuf, String, u64) = store.run_for_worker(run_id)?;
     let run_err = |message: String| WorkerError::Run { run_id, message };

@@ -381,7 +381,7 @@ pub fn run(
                 }
                 Planned::Recorded(Box::new(rec))
             } else if let Some(e) = journal.reuse(&key)? {
-                Planned::Reused(e)
+                Planned::Reused(Box::new(e))
             } else {
                 to_measure.push(candidate.clone());
                 Planned::Measured(to_measure.len() - 1)
@@ -406,7 +406,7 @@ pub fn run(
         for (i, (config, (candidate, key, how))) in batch.into_iter().zip(plan).enumerate() {
             let (evaluation, reused, recorded, gpu) = match how {
                 Planned::Recorded(rec) => (rec.evaluation.clone(), rec.reused, Some(*rec), None),
-                Planned::Reused(e) => (e, true, None, None),
+                Planned::Reused(e) => (*e, true, None, None),
                 Planned::Measured(j) => {
                     let (e, gpu) = measured[j].take().expect("each answer is taken once");
                     (e, false, None, gpu)
@@ -462,7 +462,7 @@ pub fn run(
 /// Where a batch's config gets its evaluation.
 enum Planned {
     Recorded(Box<Trial>),
-    Reused(Evaluation),
+    Reused(Box<Evaluation>),
     /// Index into the batch's measurements.
     Measured(usize),
 }
