@@ -1,5 +1,7 @@
-//! The run store: one SQLite file (default `./evoengineer.db`) that records every run, every
-//! trial and its gate figures, and the measurements later runs may reuse.
+//! The run store: one SQLite file (default `./evoengineer.db`) or a PostgreSQL database
+//! (`postgres://...`, [`Store::open_location`]) that records every run, every trial and its
+//! gate figures, and the measurements later runs may reuse. Both run the same statements and
+//! schema through [`db`]; on PostgreSQL the schema version is in `evoengineer_schema`.
 //!
 //! # Durability and sharing
 //!
@@ -23,7 +25,9 @@
 //!   [`Evaluation`](crate::eval::Evaluation) as JSON plus indexed copies of its figures
 //!   (`outcome`, `p50_us`, `p90_us`, `registers`, `smem_bytes`, `spill_bytes`,
 //!   `max_abs_err`, `bottleneck`), `reused`, `wall_s`, `elapsed_s`, `profiled` and the
-//!   profile JSON, and `elites_json`: the elite set after this trial, best first.
+//!   profile JSON, and `elites_json`: the elite set after this trial, best first; since
+//!   version 3 `gpu`, the GPU that measured it when there were several.
+//! - `work` (version 3): the queue of external workers ([`queue`]).
 //! - `measurements`: what may be reused across runs, keyed by `(kernel_hash, candidate_key,
 //!   shape, device, toolchain)`: the evaluation JSON of the latest fresh measurement (never a
 //!   `missing` one, never a reused one), with the run and seq it came from; separately
