@@ -50,9 +50,6 @@ enum Command {
     Eval(gpu::EvalArgs),
     /// Profile one config with Nsight Compute and classify its bottleneck.
     Profile(gpu::ProfileArgs),
-    /// The process that holds the CUDA context (started by evoengineer itself).
-    #[command(hide = true)]
-    GpuWorker(gpu::WorkerArgs),
     /// Measure queued candidates of runs started with `tune --external-workers`, on this
     /// host's GPUs (or a replayed landscape), until stopped.
     Worker(worker::WorkerArgs),
@@ -120,7 +117,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Compile(a) => compile::run(a),
         Command::Eval(a) => gpu::eval(a),
         Command::Profile(a) => gpu::profile(a),
-        Command::GpuWorker(a) => gpu::worker(a),
         Command::Worker(a) => worker::run(a),
         Command::Study(a) => study::run(a),
         Command::Report(a) => report::run(a),

@@ -30,8 +30,17 @@ Examples:
 pub struct WorkerArgs {
     /// The shared store: postgres://USER:PASSWORD@HOST/DB (or a SQLite file, for workers on
     /// one host)
-    #[arg(long, value_name = "URL|PATH")]
-    db: String,
+    #[arg(long, value_name = "URL|PATH", required_unless_present = "once")]
+    db: Option<String>,
+
+    /// Without --db this is the process that holds the CUDA context, which evoengineer starts
+    /// itself (JSON lines on stdin/stdout); --once REQUEST --response RESPONSE is its one-shot
+    /// mode, for the profiler
+    #[arg(long, hide = true, value_name = "PATH", requires = "response")]
+    once: Option<PathBuf>,
+
+    #[arg(long, hide = true, value_name = "PATH")]
+    response: Option<PathBuf>,
 
     /// Measure on these GPUs, one worker (thread and GPU process) each: `all` or a list such
     /// as 0,2,3 [default: CUDA's default GPU]
@@ -69,6 +78,18 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
 }
 
 pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    use evoengineer::eval::worker::{worker_main, worker_once};
+    let db = match (&a.db, &a.once, &a.response) {
+        (None, Some(request), Some(response)) => return Ok(worker_once(request, response)),
+        (None, _, _) => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                bail!("`evoengineer worker` needs --db URL (the store whose queued candidates it measures); without it, it is the GPU process evoengineer starts itself");
+            }
+            return Ok(worker_main());
+        }
+        (Some(db), _, _) => db.clone(),
+    };
     let lease = duration("--lease", &a.lease)?;
     if lease < Duration::from_millis(300) {
         bail!("--lease must be at least 300ms (it is renewed every third of it)");
@@ -93,7 +114,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     // Fail now on a store that cannot be reached.
-    drop(Store::open_location(&a.db)?);
+    drop(Store::open_location(&db)?);
     eprintln!(
         "worker {name}: {} on {}, store {}",
         match &a.replay {
@@ -104,9 +125,9 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             .map(|g| g.map_or("the default GPU".to_string(), |g| format!("GPU {g}")))
             .collect::<Vec<_>>()
             .join(", "),
-        evoengineer::store::db::redact(&a.db)
+        evoengineer::store::db::redact(&db)
     );
-    let a = &a;
+    let (a, db) = (&a, db.as_str());
     let results: Vec<anyhow::Result<evoengineer::scale::worker::WorkerStats>> =
         std::thread::scope(|scope| {
             let threads: Vec<_> = gpus
@@ -121,7 +142,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                     opts.idle_exit = idle_exit;
                     opts.delay = a.delay_ms.map(Duration::from_millis);
                     scope.spawn(move || -> anyhow::Result<_> {
-                        let store = Store::open_location(&a.db)?;
+                        let store = Store::open_location(db)?;
                         let mut make = |ctx: &RunContext| -> Result<Box<dyn Evaluator>, String> {
                             match &a.replay {
                                 Some(p) => replay(p, ctx.task, None)

@@ -47,7 +47,7 @@ pub use server::{parse_worker_args, serve, worker_command, worker_main, worker_o
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The subcommand that starts a worker.
-pub const WORKER_SUBCOMMAND: &str = "gpu-worker";
+pub const WORKER_SUBCOMMAND: &str = "worker";
 
 /// A compiled kernel, ready to launch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
