@@ -12,6 +12,7 @@ pub mod eval;
 pub mod insight;
 pub mod llm;
 pub mod report;
+pub mod scale;
 pub mod search;
 pub mod space;
 pub mod store;

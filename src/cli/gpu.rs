@@ -1,5 +1,5 @@
-//! The GPU side of the CLI: options shared by `tune`, `eval` and `profile`; the `eval`,
-//! `profile` and hidden `worker` commands.
+//! The GPU side of the CLI: options shared by `tune`, `eval` and `profile`; the `eval`
+//! and `profile` commands (the GPU process `worker` runs is in `worker.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -287,18 +287,4 @@ pub fn profile(a: ProfileArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(clap::Args)]
-pub struct WorkerArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
-}
-
-pub fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
-    use evoengineer::eval::worker::{parse_worker_args, worker_main, worker_once, WorkerMode};
-    match parse_worker_args(a.args).map_err(anyhow::Error::msg)? {
-        WorkerMode::Serve => Ok(worker_main()),
-        WorkerMode::Once { request, response } => Ok(worker_once(&request, &response)),
-    }
 }

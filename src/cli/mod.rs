@@ -8,8 +8,8 @@ mod report;
 mod runs;
 mod study;
 mod tune;
+mod worker;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -25,7 +25,10 @@ use clap::{Parser, Subcommand, ValueEnum};
   evoengineer show 3                                            winner, elites, trajectory of run 3
   evoengineer export 3 --format csv                             every candidate of run 3
   evoengineer study tasks/sdpa_fp8 --replay landscape.jsonl     compare the strategies over 50 seeds
-  evoengineer report 3 --out report3                           run 3 as report3/report.html")]
+  evoengineer report 3 --out report3                           run 3 as report3/report.html
+  evoengineer tune tasks/gemm_bf16 --gpus all                   one worker process per GPU of this host
+  evoengineer tune tasks/gemm_bf16 --db postgres://h/evo --external-workers --batch 16
+  evoengineer worker --db postgres://h/evo --gpus all           on each host: measure queued candidates")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,9 +50,9 @@ enum Command {
     Eval(gpu::EvalArgs),
     /// Profile one config with Nsight Compute and classify its bottleneck.
     Profile(gpu::ProfileArgs),
-    /// The process that holds the CUDA context (started by evoengineer itself).
-    #[command(hide = true)]
-    Worker(gpu::WorkerArgs),
+    /// Measure queued candidates of runs started with `tune --external-workers`, on this
+    /// host's GPUs (or a replayed landscape), until stopped.
+    Worker(worker::WorkerArgs),
     /// Replay every strategy many times on a landscape: evaluations to the optimum, best found
     /// at 16/32/64 evaluations, where default settings stop (Markdown or JSON).
     Study(study::StudyArgs),
@@ -60,14 +63,21 @@ enum Command {
 /// Where runs are recorded.
 #[derive(clap::Args, Clone)]
 struct DbArg {
-    /// The SQLite store [default: ./evoengineer.db]
+    /// The store: a SQLite file, or a PostgreSQL server as postgres://USER:PASSWORD@HOST/DB
+    /// [default: ./evoengineer.db]
     #[arg(
         long,
-        value_name = "PATH",
+        value_name = "PATH|URL",
         default_value = "evoengineer.db",
         hide_default_value = true
     )]
-    db: PathBuf,
+    db: String,
+}
+
+impl DbArg {
+    fn open(&self) -> anyhow::Result<evoengineer::store::Store> {
+        Ok(evoengineer::store::Store::open_location(&self.db)?)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,7 +117,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Compile(a) => compile::run(a),
         Command::Eval(a) => gpu::eval(a),
         Command::Profile(a) => gpu::profile(a),
-        Command::Worker(a) => gpu::worker(a),
+        Command::Worker(a) => worker::run(a),
         Command::Study(a) => study::run(a),
         Command::Report(a) => report::run(a),
     }

@@ -57,7 +57,16 @@ impl<J: Journal> Journal for Progress<J> {
     }
 
     fn trial(&mut self, trial: &Trial, elites: &[Elite]) -> Result<(), JournalError> {
-        self.inner.trial(trial, elites)?;
+        self.trial_on(trial, elites, None)
+    }
+
+    fn trial_on(
+        &mut self,
+        trial: &Trial,
+        elites: &[Elite],
+        gpu: Option<u32>,
+    ) -> Result<(), JournalError> {
+        self.inner.trial_on(trial, elites, gpu)?;
         self.done = trial.seq + 1;
         self.best = elites.first().map(|e| e.p50_us);
         let best = self
@@ -77,12 +86,13 @@ impl<J: Journal> Journal for Progress<J> {
                     None => trial.evaluation.outcome.to_string(),
                 };
                 eprintln!(
-                    "[{:>4}/{}] {:<14} {best}  ({rate:.1}/s)  {}{}",
+                    "[{:>4}/{}] {:<14} {best}  ({rate:.1}/s)  {}{}{}",
                     self.done,
                     self.budget,
                     result,
                     trial.key,
-                    if trial.reused { "  (reused)" } else { "" }
+                    if trial.reused { "  (reused)" } else { "" },
+                    gpu.map(|g| format!("  (GPU {g})")).unwrap_or_default()
                 );
             }
         }

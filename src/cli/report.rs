@@ -35,7 +35,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.db.db)?;
+    let store = a.db.open()?;
     let path = write_report(&store, a.run_id, &a.out, a.baselines.as_deref())?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)

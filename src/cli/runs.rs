@@ -54,7 +54,7 @@ pub struct ExportArgs {
 }
 
 pub fn list(a: RunsArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.db.db)?;
+    let store = a.db.open()?;
     let runs = store.list_runs()?;
     if a.json {
         let rows: Vec<_> = runs
@@ -72,7 +72,7 @@ pub fn list(a: RunsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        println!("no runs in {}", a.db.db.display());
+        println!("no runs in {}", store.path().display());
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -115,7 +115,7 @@ fn load(store: &Store, run_id: i64) -> anyhow::Result<(Task, RunRecord)> {
 }
 
 pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.db.db)?;
+    let store = a.db.open()?;
     let (task, rec) = load(&store, a.run_id)?;
     let config = |e: &evoengineer::search::Elite| {
         e.candidate
@@ -326,7 +326,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.db.db)?;
+    let store = a.db.open()?;
     let (task, _) = load(&store, a.run_id)?;
     let records = store.export_records(a.run_id, &task.space)?;
     let mut out: Box<dyn Write> = match &a.out {

@@ -113,7 +113,8 @@ pub struct TuneArgs {
     /// Continue a run that was interrupted; its settings come from the store
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
         "variant", "budget", "elites", "micro_per_elite", "patience", "time_limit", "seed",
-        "shape", "diverse", "no_insights", "no_two_layer", "replay", "llm", "source"
+        "shape", "diverse", "no_insights", "no_two_layer", "replay", "llm", "source", "batch",
+        "external_workers"
     ])]
     resume: Option<i64>,
 
@@ -134,10 +135,37 @@ pub struct TuneArgs {
     /// Testing aid: sleep this long in every replayed evaluation
     #[arg(long, hide = true, value_name = "MS")]
     replay_delay_ms: Option<u64>,
+
+    #[command(flatten)]
+    scale: ScaleArgs,
+}
+
+/// Several GPUs, or external workers.
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Measure on these GPUs of this host, one worker process each: `all` or a list such as
+    /// 0,2,3. Candidates go to whichever GPU is free; each trial records its GPU. With
+    /// --replay, each listed GPU is a copy of the landscape (to try the dispatch)
+    #[arg(long, value_name = "all|LIST")]
+    gpus: Option<String>,
+
+    /// Candidates proposed and measured together [default: 1; the number of GPUs with
+    /// --gpus; 8 with --external-workers]. Each batch is proposed from the state at its start
+    /// and concluded in proposal order: the same seed and batch give the same run, whichever
+    /// GPU or worker finishes first
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+
+    /// Measure nothing here: enqueue each batch in the store (--db postgres://..., or a SQLite
+    /// file for workers on this host) for `evoengineer worker` processes on any hosts, wait
+    /// for them, and conclude in order. With --replay the landscape names the run's device;
+    /// the workers need their own --replay
+    #[arg(long, conflicts_with = "gpus")]
+    external_workers: bool,
 }
 
 pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.db.db)?;
+    let store = a.db.open()?;
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
 
     // Settings, task, shape and evaluator: from the flags, or from the record.
@@ -182,7 +210,10 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
             let mut settings = settings_from(&a)?;
             if let Some(prefix) = &a.source {
                 let src = store.find_source(prefix)?.with_context(|| {
-                    format!("no model-written source {prefix} in {}", a.db.db.display())
+                    format!(
+                        "no model-written source {prefix} in {}",
+                        store.path().display()
+                    )
                 })?;
                 settings.source = Some(src.hash);
             }
@@ -193,6 +224,10 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
             let desc = match &a.replay {
                 Some(p) => format!("replay:{}", absolute(p).display()),
                 None => "cuda".to_string(),
+            };
+            let desc = match a.scale.external_workers {
+                true => format!("external:{desc}"),
+                false => desc,
             };
             (None, task, shape, settings, desc, vec![], 0.0)
         }
@@ -208,6 +243,7 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         backend.evaluator().register_source(hash, &src.code);
     }
     let env = backend.evaluator().environment();
+    let external = matches!(backend, Backend::External(_));
     let run_id = match run_id {
         Some(id) => id,
         None => store.create_run(&NewRun {
@@ -221,6 +257,9 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
             command_line,
         })?,
     };
+    if let Backend::External(q) = &mut backend {
+        q.attach(run_id);
+    }
     if !a.json {
         eprintln!(
             "run {run_id}: task {} shape {} ({}), variant {}, seed {}, budget {}, on {}",
@@ -235,6 +274,13 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                 settings.limits.budget.to_string()
             },
             env.device
+        );
+    }
+    if external && !a.json {
+        eprintln!(
+            "run {run_id}: batches of {} go to the store's work queue; measure them with `evoengineer worker --db {}` on any hosts",
+            settings.batch,
+            evoengineer::store::db::redact(&a.db.db)
         );
     }
     let journal = store.journal(run_id, &task.space, &task.source_hash, &shape.name, &env)?;
@@ -388,6 +434,13 @@ fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
         })
         .transpose()?;
     s.diverse = a.diverse;
+    s.batch = match (a.scale.batch, &a.scale.gpus) {
+        (Some(0), _) => bail!("--batch must be at least 1"),
+        (Some(n), _) => n,
+        (None, _) if a.scale.external_workers => 8,
+        (None, Some(spec)) => gpu_list(spec)?.len(),
+        (None, None) => 1,
+    };
     if let Some(spec) = &a.llm {
         if !matches!(variant, Variant::Full | Variant::Insight | Variant::Free) {
             bail!("--llm works with --variant full, insight or free (they pick the prompts)");
@@ -418,11 +471,13 @@ fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
-/// What answers the search: a landscape, or the GPU.
+/// What answers the search: a landscape, or the GPU; several GPUs, or external workers.
 #[allow(clippy::large_enum_variant)] // one per run
 enum Backend {
     Replay(ReplayEvaluator),
     Cuda(evoengineer::eval::cuda::CudaEvaluator),
+    Pool(evoengineer::scale::pool::GpuPool),
+    External(evoengineer::scale::remote::QueueEvaluator),
 }
 
 impl Backend {
@@ -430,8 +485,14 @@ impl Backend {
         match self {
             Backend::Replay(r) => r,
             Backend::Cuda(c) => c,
+            Backend::Pool(p) => p,
+            Backend::External(q) => q,
         }
     }
+}
+
+fn gpu_list(spec: &str) -> anyhow::Result<Vec<u32>> {
+    evoengineer::scale::pool::parse_gpus(spec, super::worker::gpu_count).map_err(anyhow::Error::msg)
 }
 
 fn make_evaluator(
@@ -441,21 +502,38 @@ fn make_evaluator(
     a: &TuneArgs,
     seed: u64,
 ) -> anyhow::Result<(Backend, String)> {
+    if let Some(inner) = desc.strip_prefix("external:") {
+        let q = super::worker::coordinator(inner, task, &a.db.db)?;
+        return Ok((Backend::External(q), desc.to_string()));
+    }
+    let gpus = a.scale.gpus.as_deref().map(gpu_list).transpose()?;
+    let delay = a.replay_delay_ms.map(Duration::from_millis);
     if let Some(path) = desc.strip_prefix("replay:") {
         if a.gpu.profile_all() {
             bail!("--profile-all needs the GPU: a replayed landscape answers with the profiles it was recorded with");
         }
-        let mut r = ReplayEvaluator::load(Path::new(path), task)?;
-        if r.skipped > 0 {
-            eprintln!(
-                "note: {} lines of {} do not fit the task's knobs and were skipped",
-                r.skipped, path
-            );
+        if let Some(gpus) = &gpus {
+            let pool = super::worker::pool(gpus, |_| {
+                Ok(Box::new(super::worker::replay(
+                    Path::new(path),
+                    task,
+                    delay,
+                )?))
+            })?;
+            return Ok((Backend::Pool(pool), desc.to_string()));
         }
-        r.delay = a.replay_delay_ms.map(Duration::from_millis);
+        let r = super::worker::replay(Path::new(path), task, delay)?;
         return Ok((Backend::Replay(r), desc.to_string()));
     }
     if evoengineer::eval::cuda::gpu_present() {
+        if let Some(gpus) = &gpus {
+            let pool = super::worker::pool(gpus, |g| {
+                let mut o = a.gpu.options(seed);
+                o.gpu = Some(g);
+                Ok(Box::new(super::gpu::start(task, o)?))
+            })?;
+            return Ok((Backend::Pool(pool), desc.to_string()));
+        }
         let ev = super::gpu::start(task, a.gpu.options(seed))?;
         return Ok((Backend::Cuda(ev), desc.to_string()));
     }

@@ -48,6 +48,8 @@ pub struct CudaOptions {
     /// the new elites the search asks about.
     pub profile_all: bool,
     pub python: PathBuf,
+    /// The GPU (CUDA ordinal) the worker process runs on; `None`: CUDA's default.
+    pub gpu: Option<u32>,
 }
 
 impl Default for CudaOptions {
@@ -62,6 +64,7 @@ impl Default for CudaOptions {
             ncu: Some(PathBuf::from("ncu")),
             profile_all: false,
             python: PathBuf::from("python3"),
+            gpu: None,
         }
     }
 }
@@ -128,6 +131,9 @@ impl CudaEvaluator {
         };
         let mut worker =
             WorkerHandle::with_command(exe.clone(), [crate::eval::worker::WORKER_SUBCOMMAND]);
+        if let Some(gpu) = opts.gpu {
+            worker.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
+        }
         let device = worker.hello(Duration::from_secs(60))?;
         let arch = opts.arch.clone().unwrap_or_else(|| arch_for(&device));
         let gate = Arc::new(CompileGate::new(opts.compiler.clone()));

@@ -207,6 +207,20 @@ pub trait Evaluator {
     /// Takes one candidate through every gate.
     fn evaluate(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Evaluation, EvalError>;
 
+    /// Takes several candidates through the gates, possibly at once (one per GPU, or by
+    /// external workers); answers in the order given, each with the GPU that measured it
+    /// (`None`: one device). The default measures them one by one.
+    fn evaluate_batch(
+        &mut self,
+        candidates: &[Candidate],
+        shape: &Shape,
+    ) -> Result<Vec<(Evaluation, Option<u32>)>, EvalError> {
+        candidates
+            .iter()
+            .map(|c| Ok((self.evaluate(c, shape)?, None)))
+            .collect()
+    }
+
     /// Profiles a candidate that passed the gates. `Ok(None)`: no profiler here (said once by
     /// the evaluator, not an error).
     fn profile(

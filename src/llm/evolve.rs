@@ -513,6 +513,7 @@ impl Evolution<'_> {
                 reused,
                 recorded,
                 started,
+                gpu: None,
             },
             trials.len(),
             elites,

@@ -96,6 +96,19 @@ pub struct Settings {
     /// Search the knobs of this model-written source (sha256) instead of the task's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Candidates proposed and measured together (one per GPU, or for external workers):
+    /// each batch is proposed from the state at its start and concluded in proposal order,
+    /// so the run does not depend on which measurement finishes first. 1: one at a time.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub batch: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Settings {
@@ -116,6 +129,7 @@ impl Settings {
             two_layer: variant == Variant::Full,
             llm: None,
             source: None,
+            batch: 1,
         }
     }
 
@@ -168,6 +182,17 @@ pub trait Journal {
     /// A trial is done; `elites` is the elite set after it, best first.
     fn trial(&mut self, _trial: &Trial, _elites: &[Elite]) -> Result<(), JournalError> {
         Ok(())
+    }
+
+    /// [`Journal::trial`], with the GPU that measured it (`None`: one device, or not
+    /// measured now).
+    fn trial_on(
+        &mut self,
+        trial: &Trial,
+        elites: &[Elite],
+        _gpu: Option<u32>,
+    ) -> Result<(), JournalError> {
+        self.trial(trial, elites)
     }
 
     /// The trial's profile was taken (or found unavailable).
@@ -271,7 +296,9 @@ pub fn run(
         config,
     };
 
-    let stopped_by = loop {
+    let width = settings.batch.max(1);
+
+    let stopped_by = 'search: loop {
         let elapsed = match (trials.last(), resume.is_empty()) {
             // While replaying a record, time is what the record says it was.
             (Some(t), false) => Duration::from_secs_f64(t.elapsed_s),
@@ -286,19 +313,28 @@ pub fn run(
         ) {
             break reason;
         }
-        let Some(config) = queue.pop_front() else {
+        // The next batch, proposed from the state now: configs in it count as seen, so no
+        // proposal repeats one in flight.
+        let room = width.min(limits.budget.saturating_sub(trials.len())).max(1);
+        let mut batch: Vec<Config> = Vec::with_capacity(room);
+        while batch.len() < room {
+            if let Some(config) = queue.pop_front() {
+                seen.insert(config.clone());
+                batch.push(config);
+                continue;
+            }
             let mut ctx = strategy::Ctx {
                 space,
                 seen: &seen,
                 elites: &elites,
                 profiles: &profiles,
                 rng: &mut rng,
-                remaining: limits.budget - trials.len(),
+                remaining: limits.budget - trials.len() - batch.len(),
             };
-            let mut batch = strategy.ask(&mut ctx);
-            let asked = batch.len();
+            let mut proposed = strategy.ask(&mut ctx);
+            let asked = proposed.len();
             let mut unique = HashSet::new();
-            batch.retain(|c| {
+            proposed.retain(|c| {
                 if !space.is_valid(c) {
                     tracing::warn!(
                         "strategy proposed an invalid config {}; skipped",
@@ -308,83 +344,127 @@ pub fn run(
                 }
                 !seen.contains(c) && unique.insert(c.clone())
             });
-            if batch.is_empty() {
+            if proposed.is_empty() {
+                if !batch.is_empty() {
+                    // Nothing more until results come in: measure what there is.
+                    break;
+                }
                 empty_asks += 1;
                 if asked == 0 || empty_asks >= 3 {
-                    break StopReason::Exhausted;
+                    break 'search StopReason::Exhausted;
                 }
-                continue;
+                continue 'search;
             }
             empty_asks = 0;
-            let upcoming: Vec<Candidate> = batch.iter().cloned().map(&candidate_of).collect();
+            let upcoming: Vec<Candidate> = proposed.iter().cloned().map(&candidate_of).collect();
             if resume.len() < upcoming.len() {
                 evaluator.prepare(&upcoming[resume.len()..], shape);
             }
-            queue.extend(batch);
-            continue;
-        };
+            queue.extend(proposed);
+        }
 
-        let candidate = candidate_of(config.clone());
-        let key = candidate.key(space);
-        let seq = trials.len();
+        // Each config: from a resumed record, reused from an earlier run, or measured; the
+        // measured ones all at once.
+        let first_seq = trials.len();
         let started = Instant::now();
-        let (evaluation, reused, recorded) = if let Some(rec) = resume.pop_front() {
-            if rec.key != key {
-                return Err(SearchError::Resume(format!(
-                    "trial {seq} of the record is {} but the search now proposes {}: the task, the landscape or the settings changed since the run started",
-                    rec.key, key
-                )));
-            }
-            (rec.evaluation.clone(), rec.reused, Some(rec))
-        } else if let Some(e) = journal.reuse(&key)? {
-            (e, true, None)
+        let mut plan = Vec::with_capacity(batch.len());
+        let mut to_measure: Vec<Candidate> = Vec::new();
+        for (i, config) in batch.iter().enumerate() {
+            let candidate = candidate_of(config.clone());
+            let key = candidate.key(space);
+            let how = if let Some(rec) = resume.pop_front() {
+                if rec.key != key {
+                    return Err(SearchError::Resume(format!(
+                        "trial {} of the record is {} but the search now proposes {}: the task, the landscape or the settings changed since the run started",
+                        first_seq + i, rec.key, key
+                    )));
+                }
+                Planned::Recorded(Box::new(rec))
+            } else if let Some(e) = journal.reuse(&key)? {
+                Planned::Reused(Box::new(e))
+            } else {
+                to_measure.push(candidate.clone());
+                Planned::Measured(to_measure.len() - 1)
+            };
+            plan.push((candidate, key, how));
+        }
+        let mut measured: Vec<Option<(Evaluation, Option<u32>)>> = if to_measure.is_empty() {
+            Vec::new()
         } else {
-            (evaluator.evaluate(&candidate, shape)?, false, None)
+            let answers = evaluator.evaluate_batch(&to_measure, shape)?;
+            if answers.len() != to_measure.len() {
+                return Err(SearchError::Eval(EvalError::Other(format!(
+                    "the evaluator answered {} of {} candidates",
+                    answers.len(),
+                    to_measure.len()
+                ))));
+            }
+            answers.into_iter().map(Some).collect()
         };
-        seen.insert(config.clone());
-        let (trial, changed) = step::conclude(
-            step::Measured {
-                candidate,
-                key,
-                evaluation,
-                reused,
-                recorded,
-                started,
-            },
-            seq,
-            &mut elites,
-            &macros,
-            settings.insights,
-            &mut step::Sinks {
-                shape,
-                evaluator: &mut *evaluator,
-                journal: &mut *journal,
-                clock,
-            },
-        )?;
-        unchanged_for = if changed { 0 } else { unchanged_for + 1 };
-        if let Some(b) = trial.profile.as_ref().and_then(|p| p.bottleneck) {
-            profiles.insert(config.clone(), b);
-        }
 
-        let mut ctx = strategy::Ctx {
-            space,
-            seen: &seen,
-            elites: &elites,
-            profiles: &profiles,
-            rng: &mut rng,
-            remaining: limits.budget - trials.len() - 1,
-        };
-        strategy.tell(&mut ctx, &config, &trial.evaluation);
-        if !strategy.may_converge() {
-            // Patience counts only where convergence may stop the search (not in Full's
-            // first layer), so a first layer that ends quietly does not stop it at once.
-            unchanged_for = 0;
+        // Concluded in proposal order, whichever finished first.
+        for (i, (config, (candidate, key, how))) in batch.into_iter().zip(plan).enumerate() {
+            let (evaluation, reused, recorded, gpu) = match how {
+                Planned::Recorded(rec) => (rec.evaluation.clone(), rec.reused, Some(*rec), None),
+                Planned::Reused(e) => (*e, true, None, None),
+                Planned::Measured(j) => {
+                    let (e, gpu) = measured[j].take().expect("each answer is taken once");
+                    (e, false, None, gpu)
+                }
+            };
+            let (trial, changed) = step::conclude(
+                step::Measured {
+                    candidate,
+                    key,
+                    evaluation,
+                    reused,
+                    recorded,
+                    started,
+                    gpu,
+                },
+                first_seq + i,
+                &mut elites,
+                &macros,
+                settings.insights,
+                &mut step::Sinks {
+                    shape,
+                    evaluator: &mut *evaluator,
+                    journal: &mut *journal,
+                    clock,
+                },
+            )?;
+            unchanged_for = if changed { 0 } else { unchanged_for + 1 };
+            if let Some(b) = trial.profile.as_ref().and_then(|p| p.bottleneck) {
+                profiles.insert(config.clone(), b);
+            }
+
+            let mut ctx = strategy::Ctx {
+                space,
+                seen: &seen,
+                elites: &elites,
+                profiles: &profiles,
+                rng: &mut rng,
+                remaining: limits.budget - trials.len() - 1,
+            };
+            strategy.tell(&mut ctx, &config, &trial.evaluation);
+            if !strategy.may_converge() {
+                // Patience counts only where convergence may stop the search (not in Full's
+                // first layer), so a first layer that ends quietly does not stop it at once.
+                unchanged_for = 0;
+            }
+            trials.push(trial);
         }
-        trials.push(trial);
     };
 
     step::finish(trials, &elites, stopped_by, resume.len(), clock)
+}
+
+/// Where a batch's config gets its evaluation.
+enum Planned {
+    Recorded(Box<Trial>),
+    Reused(Box<Evaluation>),
+    /// Index into the batch's measurements.
+    Measured(usize),
 }
 
 #[cfg(test)]

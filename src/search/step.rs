@@ -18,6 +18,8 @@ pub struct Measured {
     pub reused: bool,
     pub recorded: Option<Trial>,
     pub started: Instant,
+    /// The GPU that measured it, when there are several.
+    pub gpu: Option<u32>,
 }
 
 /// Where a step reports and what it may call.
@@ -45,6 +47,7 @@ pub fn conclude(
         reused,
         recorded,
         started,
+        gpu,
     } = m;
     let mut changed = false;
     if let (Some(p50), Some(p90)) = (evaluation.p50_us(), evaluation.p90_us()) {
@@ -76,7 +79,7 @@ pub fn conclude(
         profile: None,
     };
     if recorded.is_none() {
-        s.journal.trial(&trial, elites.members())?;
+        s.journal.trial_on(&trial, elites.members(), gpu)?;
     }
     if insights && changed && elites.contains(&key) {
         let (profile, fresh) = match &recorded {

@@ -1,7 +1,6 @@
 //! The search's journal, backed by the store.
 
-use rusqlite::{params, OptionalExtension, Transaction};
-
+use super::db::{args, Db, DbError};
 use super::{codec, source_text, time, Store, StoreError};
 use crate::eval::{Environment, Evaluation, Outcome};
 use crate::insight::Profile;
@@ -48,20 +47,22 @@ impl<'a> RunJournal<'a> {
         let s = self.store;
         let row: Option<(String, Option<String>)> = s
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT evaluation_json, evaluation_nonfinite FROM measurements
                  WHERE kernel_hash = ?1 AND candidate_key = ?2 AND shape = ?3 AND device = ?4
                     AND toolchain = ?5 AND evaluation_json IS NOT NULL AND outcome <> 'missing'",
-                params![
+                args![
                     self.kernel_hash,
                     key,
                     self.shape,
                     self.env.device,
                     self.env.toolchain
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()
+            .and_then(|r| {
+                r.map(|r| -> Result<_, DbError> { Ok((r.get(0)?, r.get(1)?)) })
+                    .transpose()
+            })
             .map_err(s.db())?;
         row.map(|(json, nonfinite)| {
             codec::decode(&json, nonfinite.as_deref(), codec::evaluation_floats)
@@ -75,20 +76,22 @@ impl<'a> RunJournal<'a> {
         let s = self.store;
         let row: Option<(bool, Option<String>, Option<String>)> = s
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT profiled, profile_json, profile_nonfinite FROM measurements
                  WHERE kernel_hash = ?1 AND candidate_key = ?2 AND shape = ?3 AND device = ?4
                     AND toolchain = ?5",
-                params![
+                args![
                     self.kernel_hash,
                     key,
                     self.shape,
                     self.env.device,
                     self.env.toolchain
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .optional()
+            .and_then(|r| {
+                r.map(|r| -> Result<_, DbError> { Ok((r.get(0)?, r.get(1)?, r.get(2)?)) })
+                    .transpose()
+            })
             .map_err(s.db())?;
         match row {
             Some((true, json, nonfinite)) => json
@@ -103,6 +106,16 @@ impl<'a> RunJournal<'a> {
     /// Commits the trial, the elite set after it and, for a fresh measurement, the
     /// measurement for later runs.
     pub fn record_trial(&self, trial: &Trial, elites: &[Elite]) -> Result<(), StoreError> {
+        self.record_trial_on(trial, elites, None)
+    }
+
+    /// [`RunJournal::record_trial`], with the GPU that measured it (`None`: one device).
+    pub fn record_trial_on(
+        &self,
+        trial: &Trial,
+        elites: &[Elite],
+        gpu: Option<u32>,
+    ) -> Result<(), StoreError> {
         let s = self.store;
         let what = || format!("run {}, trial {}", self.run_id, trial.seq);
         let e = &trial.evaluation;
@@ -127,10 +140,10 @@ impl<'a> RunJournal<'a> {
             "INSERT INTO trials (run_id, seq, candidate_key, source, config_json, outcome,
                 p50_us, p90_us, registers, smem_bytes, spill_bytes, max_abs_err, bottleneck,
                 evaluation_json, evaluation_nonfinite, reused, wall_s, elapsed_s, profiled,
-                profile_json, profile_nonfinite, elites_json, created_at)
+                profile_json, profile_nonfinite, elites_json, created_at, gpu)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-            params![
+                ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            args![
                 self.run_id,
                 trial.seq as i64,
                 trial.key,
@@ -154,6 +167,7 @@ impl<'a> RunJournal<'a> {
                 profile_nonfinite,
                 elites_json,
                 now,
+                gpu,
             ],
         )
         .map_err(s.db())?;
@@ -169,7 +183,7 @@ impl<'a> RunJournal<'a> {
                     evaluation_nonfinite = excluded.evaluation_nonfinite,
                     measured_at = excluded.measured_at, run_id = excluded.run_id,
                     seq = excluded.seq",
-                params![
+                args![
                     self.kernel_hash,
                     trial.key,
                     self.shape,
@@ -211,7 +225,7 @@ impl<'a> RunJournal<'a> {
                 "UPDATE trials SET profiled = ?3, profile_json = ?4, profile_nonfinite = ?5,
                     bottleneck = coalesce(?6, bottleneck)
                  WHERE run_id = ?1 AND seq = ?2",
-                params![
+                args![
                     self.run_id,
                     trial.seq as i64,
                     trial.profiled,
@@ -233,7 +247,7 @@ impl<'a> RunJournal<'a> {
     /// Upserts the profile of `key` for later runs. "No profiler" never replaces a profile.
     fn store_profile(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Db,
         key: &str,
         profile: Option<&Profile>,
         now: &str,
@@ -255,7 +269,7 @@ impl<'a> RunJournal<'a> {
                  VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8)
                  ON CONFLICT (kernel_hash, candidate_key, shape, device, toolchain) {on_conflict}"
             ),
-            params![
+            args![
                 self.kernel_hash,
                 key,
                 self.shape,
@@ -298,6 +312,16 @@ impl Journal for RunJournal<'_> {
 
     fn trial(&mut self, trial: &Trial, elites: &[Elite]) -> Result<(), JournalError> {
         self.record_trial(trial, elites).map_err(journal_err)
+    }
+
+    fn trial_on(
+        &mut self,
+        trial: &Trial,
+        elites: &[Elite],
+        gpu: Option<u32>,
+    ) -> Result<(), JournalError> {
+        self.record_trial_on(trial, elites, gpu)
+            .map_err(journal_err)
     }
 
     fn profiled(&mut self, trial: &Trial) -> Result<(), JournalError> {

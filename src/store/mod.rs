@@ -1,5 +1,7 @@
-//! The run store: one SQLite file (default `./evoengineer.db`) that records every run, every
-//! trial and its gate figures, and the measurements later runs may reuse.
+//! The run store: one SQLite file (default `./evoengineer.db`) or a PostgreSQL database
+//! (`postgres://...`, [`Store::open_location`]) that records every run, every trial and its
+//! gate figures, and the measurements later runs may reuse. Both run the same statements and
+//! schema through [`db`]; on PostgreSQL the schema version is in `evoengineer_schema`.
 //!
 //! # Durability and sharing
 //!
@@ -23,7 +25,9 @@
 //!   [`Evaluation`](crate::eval::Evaluation) as JSON plus indexed copies of its figures
 //!   (`outcome`, `p50_us`, `p90_us`, `registers`, `smem_bytes`, `spill_bytes`,
 //!   `max_abs_err`, `bottleneck`), `reused`, `wall_s`, `elapsed_s`, `profiled` and the
-//!   profile JSON, and `elites_json`: the elite set after this trial, best first.
+//!   profile JSON, and `elites_json`: the elite set after this trial, best first; since
+//!   version 3 `gpu`, the GPU that measured it when there were several.
+//! - `work` (version 3): the queue of external workers ([`queue`]).
 //! - `measurements`: what may be reused across runs, keyed by `(kernel_hash, candidate_key,
 //!   shape, device, toolchain)`: the evaluation JSON of the latest fresh measurement (never a
 //!   `missing` one, never a reused one), with the run and seq it came from; separately
@@ -40,7 +44,9 @@
 //! floats JSON cannot hold (NaN, ±infinity), so every trial loads back exactly as recorded.
 
 mod codec;
+pub mod db;
 mod journal;
+pub mod queue;
 mod schema;
 pub mod time;
 
@@ -51,7 +57,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use db::{args, Db, DbError, Tx};
+#[cfg(test)]
+use rusqlite::Connection;
 
 use crate::candidate::{Candidate, SourceRef};
 use crate::eval::replay::LandscapeRecord;
@@ -92,6 +100,16 @@ pub enum StoreError {
     Sqlite {
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: postgres::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Postgres {
+        path: PathBuf,
+        source: postgres::Error,
     },
     /// A value that cannot be written, or a recorded one that cannot be read back.
     #[error("{}: {what}: {message}", path.display())]
@@ -197,8 +215,11 @@ pub struct RunRecord {
 
 /// An open store. Each write is its own transaction; one `Store` per thread.
 pub struct Store {
-    conn: Connection,
+    conn: Db,
+    /// The file, or the server's URL with its password hidden.
     path: PathBuf,
+    /// How to connect again (the URL, password included), for a second connection.
+    location: String,
 }
 
 const RUN_ROW_SELECT: &str =
@@ -229,12 +250,45 @@ impl Store {
         }
     }
 
+    /// Opens the store `db` names: a PostgreSQL server (`postgres://...` or
+    /// `postgresql://...`) or else a SQLite file.
+    pub fn open_location(db: &str) -> Result<Store, StoreError> {
+        if db::is_postgres_url(db) {
+            Store::open_postgres(db)
+        } else {
+            Store::open(db)
+        }
+    }
+
+    /// Connects to a PostgreSQL server, creating the schema if the database has none.
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let shown = db::redact(url);
+        let client = postgres::Client::connect(url, postgres::NoTls).map_err(|source| {
+            StoreError::Connect {
+                url: shown.clone(),
+                source,
+            }
+        })?;
+        let store = Store {
+            conn: Db::Postgres(std::cell::RefCell::new(client)),
+            path: PathBuf::from(shown),
+            location: url.to_string(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A second, independent connection to the same store.
+    pub fn reconnect(&self) -> Result<Store, StoreError> {
+        Store::open_location(&self.location)
+    }
+
     fn open_once(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
+        let conn = rusqlite::Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -248,22 +302,54 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_err)?;
         let store = Store {
-            conn,
+            conn: Db::Sqlite(conn),
             path: path.to_path_buf(),
+            location: path.to_string_lossy().into_owned(),
         };
         store.migrate()?;
         Ok(store)
     }
 
+    /// The file, or the server's URL with its password hidden.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether the store is on a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Db::Postgres(_))
+    }
+
+    /// The SQLite connection (tests look at pragmas).
+    #[cfg(test)]
+    fn sqlite(&self) -> &rusqlite::Connection {
+        match &self.conn {
+            Db::Sqlite(c) => c,
+            Db::Postgres(_) => panic!("not a SQLite store"),
+        }
+    }
+
     fn migrate(&self) -> Result<(), StoreError> {
         let tx = self.write()?;
-        let version: i32 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(self.db())?;
+        let version = match &self.conn {
+            Db::Sqlite(c) => c
+                .pragma_query_value(None, "user_version", |r| r.get::<_, i32>(0))
+                .map_err(|e| self.db()(e.into()))?,
+            Db::Postgres(_) => {
+                // One creator at a time; the lock ends with the transaction.
+                tx.batch(
+                    "SELECT pg_advisory_xact_lock(7361626);
+                     CREATE TABLE IF NOT EXISTS evoengineer_schema (version INTEGER NOT NULL)",
+                )
+                .map_err(self.db())?;
+                tx.query_opt("SELECT version FROM evoengineer_schema", &[])
+                    .map_err(self.db())?
+                    .map(|r| r.get::<i64>(0))
+                    .transpose()
+                    .map_err(self.db())?
+                    .unwrap_or(0) as i32
+            }
+        };
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
                 path: self.path.clone(),
@@ -271,45 +357,83 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
+        let dialect = self.conn.dialect();
         if version == 0 {
             let tables: i64 = tx
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-                    [],
-                    |r| r.get(0),
+                .query_opt(
+                    match dialect {
+                        db::Dialect::Sqlite => {
+                            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                        }
+                        db::Dialect::Postgres => {
+                            "SELECT count(*) FROM information_schema.tables
+                             WHERE table_schema = current_schema()
+                                AND table_name <> 'evoengineer_schema'"
+                        }
+                    },
+                    &[],
                 )
-                .map_err(self.db())?;
+                .map_err(self.db())?
+                .map(|r| r.get(0))
+                .transpose()
+                .map_err(self.db())?
+                .unwrap_or(0);
             if tables > 0 {
                 return Err(StoreError::NotAStore {
                     path: self.path.clone(),
                     message: format!("it holds {tables} tables but no schema version"),
                 });
             }
-            tx.execute_batch(schema::CREATE_V1).map_err(self.db())?;
-        }
-        if version < 2 {
-            tx.execute_batch(schema::MIGRATE_V2).map_err(self.db())?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            tx.batch(&dialect.schema(schema::CREATE_V1))
                 .map_err(self.db())?;
+        }
+        let steps = [(2, schema::MIGRATE_V2), (3, schema::MIGRATE_V3)];
+        for (to, sql) in steps {
+            if version < to {
+                tx.batch(&dialect.schema(sql)).map_err(self.db())?;
+            }
+        }
+        if version < SCHEMA_VERSION {
+            match &self.conn {
+                Db::Sqlite(c) => c
+                    .pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(|e| self.db()(e.into()))?,
+                Db::Postgres(_) => {
+                    tx.execute("DELETE FROM evoengineer_schema", &[])
+                        .map_err(self.db())?;
+                    tx.execute(
+                        "INSERT INTO evoengineer_schema (version) VALUES (?1)",
+                        args![SCHEMA_VERSION],
+                    )
+                    .map_err(self.db())?;
+                }
+            }
         }
         tx.commit().map_err(self.db())
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`: takes the write lock now, waiting up to the
-    /// busy timeout, so it never fails half-way for another writer).
-    fn write(&self) -> Result<Transaction<'_>, StoreError> {
-        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(self.db())
+    /// A write transaction (on SQLite `BEGIN IMMEDIATE`: takes the write lock now, waiting up
+    /// to the busy timeout, so it never fails half-way for another writer).
+    fn write(&self) -> Result<Tx<'_>, StoreError> {
+        self.conn.write().map_err(self.db())
     }
 
     /// A read transaction: one consistent view for several queries.
-    fn read(&self) -> Result<Transaction<'_>, StoreError> {
-        Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred).map_err(self.db())
+    fn read(&self) -> Result<Tx<'_>, StoreError> {
+        self.conn.read().map_err(self.db())
     }
 
-    fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
+    fn db(&self) -> impl Fn(DbError) -> StoreError + '_ {
+        move |e| match e {
+            DbError::Sqlite(source) => StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            },
+            DbError::Postgres(source) => StoreError::Postgres {
+                path: self.path.clone(),
+                source,
+            },
+            DbError::Column { .. } => self.data("reading a stored value", e),
         }
     }
 
@@ -333,27 +457,32 @@ impl Store {
         let settings =
             serde_json::to_string(&run.settings).map_err(|e| self.data("run settings", e))?;
         let tx = self.write()?;
-        tx.execute(
-            "INSERT INTO runs (created_at, status, task, task_dir, shape, kernel_hash, variant,
+        let row = tx
+            .query_opt(
+                "INSERT INTO runs (created_at, status, task, task_dir, shape, kernel_hash, variant,
                 seed, settings_json, evaluator, device, toolchain, command_line)
-             VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                time::now_utc(),
-                run.task,
-                run.task_dir.to_string_lossy(),
-                run.shape,
-                run.kernel_hash,
-                run.settings.variant.as_str(),
-                run.settings.seed as i64,
-                settings,
-                run.evaluator,
-                run.environment.device,
-                run.environment.toolchain,
-                run.command_line,
-            ],
-        )
-        .map_err(self.db())?;
-        let id = tx.last_insert_rowid();
+             VALUES (?1, 'running', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             RETURNING id",
+                args![
+                    time::now_utc(),
+                    run.task,
+                    run.task_dir.to_string_lossy(),
+                    run.shape,
+                    run.kernel_hash,
+                    run.settings.variant.as_str(),
+                    run.settings.seed as i64,
+                    settings,
+                    run.evaluator,
+                    run.environment.device,
+                    run.environment.toolchain,
+                    run.command_line,
+                ],
+            )
+            .map_err(self.db())?;
+        let id: i64 = row
+            .ok_or_else(|| self.data("new run", "the database returned no id"))?
+            .get(0)
+            .map_err(self.db())?;
         tx.commit().map_err(self.db())?;
         Ok(id)
     }
@@ -381,20 +510,15 @@ impl Store {
 
     fn check_run(&self, run_id: i64) -> Result<(), StoreError> {
         self.conn
-            .query_row("SELECT 1 FROM runs WHERE id = ?1", [run_id], |_| Ok(()))
-            .optional()
+            .query_opt("SELECT 1 FROM runs WHERE id = ?1", args![run_id])
             .map_err(self.db())?
+            .map(|_| ())
             .ok_or_else(|| self.no_run(run_id))
     }
 
-    fn update_run(
-        &self,
-        run_id: i64,
-        sql: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<(), StoreError> {
+    fn update_run(&self, run_id: i64, sql: &str, args: &[db::Value]) -> Result<(), StoreError> {
         let tx = self.write()?;
-        let n = tx.execute(sql, params).map_err(self.db())?;
+        let n = tx.execute(sql, args).map_err(self.db())?;
         if n == 0 {
             return Err(self.no_run(run_id));
         }
@@ -410,7 +534,7 @@ impl Store {
             "UPDATE runs SET status = 'finished', message = NULL, finished_at = ?2,
                 stopped_by = ?3, elapsed_s = ?4, elites_json = ?5
              WHERE id = ?1",
-            params![
+            args![
                 run_id,
                 time::now_utc(),
                 result.stopped_by.as_str(),
@@ -425,7 +549,7 @@ impl Store {
         self.update_run(
             run_id,
             "UPDATE runs SET status = 'failed', message = ?2, finished_at = ?3 WHERE id = ?1",
-            params![run_id, message, time::now_utc()],
+            args![run_id, message, time::now_utc()],
         )
     }
 
@@ -436,21 +560,22 @@ impl Store {
             "UPDATE runs SET status = 'running', message = NULL, finished_at = NULL,
                 stopped_by = NULL, elapsed_s = NULL, elites_json = NULL
              WHERE id = ?1",
-            params![run_id],
+            args![run_id],
         )
     }
 
     /// Every run, oldest first.
     pub fn list_runs(&self) -> Result<Vec<RunRow>, StoreError> {
         let tx = self.read()?;
-        let mut stmt = tx
-            .prepare(&format!("{RUN_ROW_SELECT} ORDER BY r.id"))
+        let raw = tx
+            .query(&format!("{RUN_ROW_SELECT} ORDER BY r.id"), &[])
+            .and_then(|rows| {
+                rows.iter()
+                    .map(RawRunRow::read)
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .map_err(self.db())?;
-        let raw = stmt
-            .query_map([], RawRunRow::read)
-            .map_err(self.db())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.db())?;
+        tx.commit().map_err(self.db())?;
         raw.into_iter().map(|r| self.run_row_of(r)).collect()
     }
 
@@ -470,9 +595,11 @@ impl Store {
             let json = serde_json::to_string(r)
                 .map_err(|e| self.data(format!("run {run_id}"), e.to_string()))?;
             tx.execute(
-                "INSERT OR REPLACE INTO baselines (run_id, name, p50_us, result_json, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![run_id, r.name, r.p50_us, json, time::now_utc()],
+                "INSERT INTO baselines (run_id, name, p50_us, result_json, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, name) DO UPDATE SET p50_us = excluded.p50_us,
+                    result_json = excluded.result_json, created_at = excluded.created_at",
+                args![run_id, r.name, r.p50_us, json, time::now_utc()],
             )
             .map_err(self.db())?;
         }
@@ -484,16 +611,16 @@ impl Store {
         &self,
         run_id: i64,
     ) -> Result<Vec<crate::eval::baseline::BaselineResult>, StoreError> {
-        let mut stmt = self
+        let rows = self
             .conn
-            .prepare("SELECT result_json FROM baselines WHERE run_id = ?1 ORDER BY name")
-            .map_err(self.db())?;
-        let rows = stmt
-            .query_map([run_id], |r| r.get::<_, String>(0))
+            .query(
+                "SELECT result_json FROM baselines WHERE run_id = ?1 ORDER BY name",
+                args![run_id],
+            )
             .map_err(self.db())?;
         let mut out = Vec::new();
-        for json in rows {
-            let json = json.map_err(self.db())?;
+        for row in rows {
+            let json: String = row.get(0).map_err(self.db())?;
             out.push(
                 serde_json::from_str(&json)
                     .map_err(|e| self.data(format!("run {run_id} baselines"), e.to_string()))?,
@@ -505,23 +632,17 @@ impl Store {
     /// The folder of the task a run was made on (needed to load the run's space).
     pub fn run_task_dir(&self, run_id: i64) -> Result<PathBuf, StoreError> {
         self.conn
-            .query_row("SELECT task_dir FROM runs WHERE id = ?1", [run_id], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()
+            .query_opt("SELECT task_dir FROM runs WHERE id = ?1", args![run_id])
+            .and_then(|r| r.map(|r| r.get::<String>(0)).transpose())
             .map_err(self.db())?
             .map(PathBuf::from)
             .ok_or_else(|| self.no_run(run_id))
     }
 
-    fn run_row_in(&self, conn: &Connection, run_id: i64) -> Result<RunRow, StoreError> {
+    fn run_row_in(&self, conn: &Db, run_id: i64) -> Result<RunRow, StoreError> {
         let raw = conn
-            .query_row(
-                &format!("{RUN_ROW_SELECT} WHERE r.id = ?1"),
-                [run_id],
-                RawRunRow::read,
-            )
-            .optional()
+            .query_opt(&format!("{RUN_ROW_SELECT} WHERE r.id = ?1"), args![run_id])
+            .and_then(|r| r.as_ref().map(RawRunRow::read).transpose())
             .map_err(self.db())?
             .ok_or_else(|| self.no_run(run_id))?;
         self.run_row_of(raw)
@@ -569,25 +690,27 @@ impl Store {
         let row = self.run_row_in(&tx, run_id)?;
         let what = format!("run {run_id}");
         let meta = tx
-            .query_row(
+            .query_opt(
                 "SELECT task_dir, kernel_hash, settings_json, evaluator, device, toolchain,
                     command_line, elites_json
                  FROM runs WHERE id = ?1",
-                [run_id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                },
+                args![run_id],
             )
-            .map_err(self.db())?;
+            .map_err(self.db())?
+            .ok_or_else(|| self.no_run(run_id))?;
+        let meta = (|| -> Result<_, DbError> {
+            Ok((
+                meta.get::<String>(0)?,
+                meta.get::<String>(1)?,
+                meta.get::<String>(2)?,
+                meta.get::<String>(3)?,
+                meta.get::<String>(4)?,
+                meta.get::<String>(5)?,
+                meta.get::<String>(6)?,
+                meta.get::<Option<String>>(7)?,
+            ))
+        })()
+        .map_err(self.db())?;
         let (
             task_dir,
             kernel_hash,
@@ -601,20 +724,20 @@ impl Store {
         let settings: Settings = serde_json::from_str(&settings)
             .map_err(|e| self.data(format!("{what}: settings"), e))?;
 
-        let mut stmt = tx
-            .prepare(
+        let raw = tx
+            .query(
                 "SELECT seq, candidate_key, source, config_json, evaluation_json,
                     evaluation_nonfinite, reused, wall_s, elapsed_s, profiled, profile_json,
                     profile_nonfinite, elites_json
                  FROM trials WHERE run_id = ?1 ORDER BY seq",
+                args![run_id],
             )
+            .and_then(|rows| {
+                rows.iter()
+                    .map(RawTrial::read)
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .map_err(self.db())?;
-        let raw = stmt
-            .query_map([run_id], RawTrial::read)
-            .map_err(self.db())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.db())?;
-        drop(stmt);
         tx.commit().map_err(self.db())?;
 
         let mut trials = Vec::with_capacity(raw.len());
@@ -776,10 +899,11 @@ impl Store {
         let tx = self.write()?;
         let n = tx
             .execute(
-                "INSERT OR IGNORE INTO sources (hash, code, parents_json, operator, model,
+                "INSERT INTO sources (hash, code, parents_json, operator, model,
                     prompt_hash, answer, created_at, run_id, call, notes, usage_json, rejection)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (hash) DO NOTHING",
+                args![
                     s.hash,
                     s.code,
                     parents,
@@ -804,12 +928,14 @@ impl Store {
     pub fn source(&self, hash: &str) -> Result<Option<SourceRecord>, StoreError> {
         let row = self
             .conn
-            .query_row(
+            .query_opt(
                 "SELECT hash, code, parents_json, operator, model, prompt_hash, answer, run_id,
                     call, notes, usage_json, rejection, created_at
                  FROM sources WHERE hash = ?1",
-                [hash],
-                |r| {
+                args![hash],
+            )
+            .and_then(|r| {
+                r.map(|r| -> Result<_, DbError> {
                     Ok((
                         SourceRecord {
                             hash: r.get(0)?,
@@ -825,12 +951,12 @@ impl Store {
                             created_at: r.get(12)?,
                             ..SourceRecord::default()
                         },
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(10)?,
+                        r.get::<String>(2)?,
+                        r.get::<Option<String>>(10)?,
                     ))
-                },
-            )
-            .optional()
+                })
+                .transpose()
+            })
             .map_err(self.db())?;
         let Some((mut rec, parents, usage)) = row else {
             return Ok(None);
@@ -848,15 +974,11 @@ impl Store {
     /// error names the candidates when several match.
     pub fn find_source(&self, prefix: &str) -> Result<Option<SourceRecord>, StoreError> {
         let prefix = prefix.trim_start_matches("src:");
-        let mut stmt = self
-            .conn
-            .prepare("SELECT hash FROM sources WHERE hash >= ?1 AND hash < ?1 || 'g' AND code <> '' LIMIT 3")
-            .map_err(self.db())?;
-        let hashes = stmt
-            .query_map([prefix], |r| r.get::<_, String>(0))
-            .map_err(self.db())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.db())?;
+        let hashes = self.hashes(
+            "SELECT hash FROM sources WHERE hash >= ?1 AND hash < ?1 || 'g' AND code <> ''
+             ORDER BY hash LIMIT 3",
+            args![prefix],
+        )?;
         match hashes.as_slice() {
             [] => Ok(None),
             [h] => self.source(h),
@@ -872,15 +994,10 @@ impl Store {
 
     /// Every source proposed in run `run_id`, by call.
     pub fn run_sources(&self, run_id: i64) -> Result<Vec<SourceRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT hash FROM sources WHERE run_id = ?1 ORDER BY call, created_at")
-            .map_err(self.db())?;
-        let hashes = stmt
-            .query_map([run_id], |r| r.get::<_, String>(0))
-            .map_err(self.db())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.db())?;
+        let hashes = self.hashes(
+            "SELECT hash FROM sources WHERE run_id = ?1 ORDER BY call, created_at",
+            args![run_id],
+        )?;
         let mut out = Vec::new();
         for h in hashes {
             if let Some(s) = self.source(&h)? {
@@ -888,6 +1005,14 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The first column of every row, as text.
+    fn hashes(&self, sql: &str, args: &[db::Value]) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .query(sql, args)
+            .and_then(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .map_err(self.db())
     }
 }
 
@@ -908,7 +1033,7 @@ struct RawRunRow {
 }
 
 impl RawRunRow {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRunRow> {
+    fn read(r: &db::Row) -> Result<RawRunRow, DbError> {
         Ok(RawRunRow {
             id: r.get(0)?,
             created_at: r.get(1)?,
@@ -944,7 +1069,7 @@ struct RawTrial {
 }
 
 impl RawTrial {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTrial> {
+    fn read(r: &db::Row) -> Result<RawTrial, DbError> {
         Ok(RawTrial {
             seq: r.get(0)?,
             key: r.get(1)?,
@@ -964,14 +1089,14 @@ impl RawTrial {
 }
 
 /// `base` or `src:<sha256>`, as the `source` column holds it.
-fn source_text(source: &SourceRef) -> String {
+pub(crate) fn source_text(source: &SourceRef) -> String {
     match source {
         SourceRef::Base => "base".to_string(),
         SourceRef::Variant(hash) => format!("src:{hash}"),
     }
 }
 
-fn parse_source(text: &str) -> Result<SourceRef, String> {
+pub(crate) fn parse_source(text: &str) -> Result<SourceRef, String> {
     match text {
         "base" => Ok(SourceRef::Base),
         _ => match text.strip_prefix("src:") {

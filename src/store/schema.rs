@@ -1,7 +1,9 @@
-//! The schema, created on open; `PRAGMA user_version` holds its version.
+//! The schema, created on open; its version is in `PRAGMA user_version` (SQLite) or the table
+//! `evoengineer_schema` (PostgreSQL). Written once, in SQLite's dialect;
+//! [`Dialect::schema`](super::db::Dialect::schema) derives PostgreSQL's.
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Version 1, created in one transaction on an empty database.
 pub(super) const CREATE_V1: &str = r#"
@@ -107,4 +109,35 @@ ALTER TABLE sources ADD COLUMN call INTEGER;
 ALTER TABLE sources ADD COLUMN notes TEXT;
 ALTER TABLE sources ADD COLUMN usage_json TEXT;
 ALTER TABLE sources ADD COLUMN rejection TEXT;
+"#;
+
+/// Version 3: scale-out. Each trial records the GPU that measured it (`gpu`, null for one
+/// device); `work` is the queue external workers (`evoengineer worker`) drain: one row per
+/// candidate to evaluate (or profile) for a run, claimed with a lease (`lease_until`, Unix
+/// seconds on the database's clock) that a live worker renews; the result is written only by
+/// the holder of the current `claim`, and only once (`status` becomes `done`).
+pub(super) const MIGRATE_V3: &str = r#"
+ALTER TABLE trials ADD COLUMN gpu INTEGER;
+
+CREATE TABLE work (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id           INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    kind             TEXT NOT NULL CHECK (kind IN ('evaluate', 'profile')),
+    candidate_key    TEXT NOT NULL,
+    source           TEXT NOT NULL,
+    config_json      TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'claimed', 'done')),
+    claim            TEXT,
+    worker           TEXT,
+    lease_until      REAL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    result_json      TEXT,
+    result_nonfinite TEXT,
+    gpu              INTEGER,
+    created_at       TEXT NOT NULL,
+    done_at          TEXT,
+    UNIQUE (run_id, kind, candidate_key)
+);
+
+CREATE INDEX work_by_status ON work (status, id);
 "#;

@@ -689,12 +689,12 @@ fn concurrent_writers_share_one_file() {
         assert_eq!(rec.row.evaluations, 200);
     }
     let check: String = store
-        .conn
+        .sqlite()
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
     let mode: String = store
-        .conn
+        .sqlite()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
@@ -1041,7 +1041,7 @@ fn child_said(text: &str) -> (i64, Option<usize>) {
 
 fn integrity(store: &Store) -> String {
     store
-        .conn
+        .sqlite()
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
 }
