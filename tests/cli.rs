@@ -552,3 +552,21 @@ fn show_sums_the_phases_recorded_in_a_landscape() {
     assert_eq!(shown["phases"]["with_phases"], 0);
     assert_eq!(shown["phases"]["without_phases"], shown["evaluations"]);
 }
+
+/// The GPU evaluator starts `evoengineer worker` with no arguments and talks JSON lines on its
+/// stdin/stdout; the queue worker's options must not make that invocation an argument error
+/// (the PostgreSQL merge once required --db there, and every GPU run died at start).
+#[test]
+fn the_gpu_child_worker_starts_without_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = evo(&dir.path().join("unused.db"))
+        .arg("worker")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -30,7 +30,7 @@ Examples:
 pub struct WorkerArgs {
     /// The shared store: postgres://USER:PASSWORD@HOST/DB (or a SQLite file, for workers on
     /// one host)
-    #[arg(long, value_name = "URL|PATH", required_unless_present = "once")]
+    #[arg(long, value_name = "URL|PATH")]
     db: Option<String>,
 
     /// Without --db this is the process that holds the CUDA context, which evoengineer starts
