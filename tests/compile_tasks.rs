@@ -11,7 +11,7 @@ use serde_json::Value;
 fn all_seed_configs_compile_and_every_knob_changes_the_cubin() {
     let out = common::evo()
         .arg("compile")
-        .arg(common::seed_task())
+        .arg(common::repo().join("tasks/sdpa_fp8"))
         .args(["--all", "--arch", "sm_90a", "--json"])
         .output()
         .unwrap();

@@ -11,8 +11,39 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The seed's Stage-5 space exactly (seven knobs, 128 configs): `tasks/sdpa_fp8`'s manifest
+/// without what the task adds beyond the seed (the `USE_WGMMA` knob, tiles of 128, 4 producer
+/// warps and the constraints that pair them), written once into a temporary folder with the
+/// task's kernel and reference.
 pub fn seed_task() -> PathBuf {
-    repo().join("tasks/sdpa_fp8")
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo().join("tasks/sdpa_fp8");
+        let text = std::fs::read_to_string(root.join("task.toml")).unwrap();
+        let mut out = String::new();
+        for (i, block) in text.split("\n[[").enumerate() {
+            let b = if i == 0 {
+                block.to_string()
+            } else {
+                format!("\n[[{block}")
+            };
+            if b.starts_with("\n[[constraint]]") || b.contains("name = \"USE_WGMMA\"") {
+                continue;
+            }
+            out += &b
+                .replace("values = [32, 64, 128]", "values = [32, 64]")
+                .replace("values = [1, 2, 4]", "values = [1, 2]");
+        }
+        let out = out.replace("USE_WGMMA", "0");
+        let dir = tempfile::tempdir().unwrap().keep().join("sdpa_fp8");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("task.toml"), out).unwrap();
+        for f in ["kernel.cu", "reference.cu"] {
+            std::fs::copy(root.join(f), dir.join(f)).unwrap();
+        }
+        dir
+    })
+    .clone()
 }
 
 pub fn evo() -> Command {
