@@ -67,10 +67,12 @@ pub fn write_report(
     if let Some(p) = extra {
         baselines.extend(report::load_baselines(p)?);
     }
+    let sources = store.run_sources(run_id)?;
     let html = report::render(
         &task,
         run_id,
         &record,
+        &sources,
         &baselines,
         &evoengineer::store::time::now_utc(),
     );

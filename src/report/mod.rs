@@ -5,13 +5,16 @@
 //! the elites against evaluations (`fig-progress`), every candidate's p50 by macro variant
 //! (`fig-macro`), each knob's effect (`fig-knobs`), registers and shared memory against p50
 //! (`fig-resources`), the bottleneck class along the run (`fig-bottleneck`). Then the winner
-//! (config, the figures of each gate, speedups), where the run's time went (`fig-time`: phases
-//! summed, [`phases::PhaseSummary`]) and the whole trajectory as a table.
+//! (config, the figures of each gate, speedups), for a run with model-written sources the code
+//! evolution (`lineage`: the tree from the task's kernel and each source's diff), where the
+//! run's time went (`fig-time`: phases summed, [`phases::PhaseSummary`]) and the whole
+//! trajectory as a table.
 //!
 //! Baseline timings (PyTorch and the like) are not in the store yet; [`render`] takes them as
 //! [`BaselineTiming`]s, which `report --baselines FILE` reads with [`load_baselines`].
 
 mod charts;
+mod lineage;
 pub mod phases;
 pub mod svg;
 
@@ -24,7 +27,7 @@ use crate::candidate::SourceRef;
 use crate::eval::Outcome;
 use crate::search::{Elite, Trial};
 use crate::space::{Layer, Space};
-use crate::store::RunRecord;
+use crate::store::{RunRecord, SourceRecord};
 use crate::task::Task;
 pub use charts::FIGURES;
 use svg::escape;
@@ -223,10 +226,14 @@ fn row(o: &mut String, k: &str, v: &str) {
 }
 
 /// The report of run `run_id`. `baselines` for other shapes than the run's are ignored.
+/// `sources` are the run's model-written sources (the store's `run_sources`); with any, the
+/// report has a "Code evolution" section: their lineage tree from the task's kernel and each
+/// one's diff against its first parent.
 pub fn render(
     task: &Task,
     run_id: i64,
     rec: &RunRecord,
+    sources: &[SourceRecord],
     baselines: &[BaselineTiming],
     generated_at: &str,
 ) -> String {
@@ -255,9 +262,10 @@ pub fn render(
     let title = format!("Run {run_id}: {} · shape {}", rec.row.task, rec.row.shape);
     let _ = write!(
         o,
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}{}</style>\n</head>\n<body>\n<main>\n",
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{CSS}{}{}</style>\n</head>\n<body>\n<main>\n",
         escape(&format!("evoengineer · {title}")),
-        phases::CSS
+        phases::CSS,
+        lineage::CSS
     );
     let _ = writeln!(o, "<header><h1>{}</h1>", escape(&title));
     let shape_desc = task
@@ -341,6 +349,19 @@ pub fn render(
         _ => o.push_str("<p>No candidate passed every gate: there is no winner.</p>\n"),
     }
     elites_table(&mut o, &run);
+
+    // Code evolution, for a run with model-written sources.
+    if !sources.is_empty() {
+        let base_code = task
+            .kernel
+            .as_ref()
+            .and_then(|k| std::fs::read_to_string(&k.launch.source).ok());
+        o.push_str(&lineage::section(
+            sources,
+            &rec.trials,
+            base_code.as_deref(),
+        ));
+    }
 
     // Run details.
     o.push_str("<h2 id=\"run\">Run</h2>\n<table class=\"meta\">\n");

@@ -97,7 +97,7 @@ fn a_report_has_every_chart_and_escapes_what_it_shows() {
             shape: Some("huge".into()),
         },
     ];
-    let html = render(&task, 7, &rec, &baselines, "now");
+    let html = render(&task, 7, &rec, &[], &baselines, "now");
     for id in FIGURES {
         let at = html
             .find(&format!("<figure id=\"{id}\">"))
@@ -152,7 +152,7 @@ fn a_run_without_a_correct_candidate_still_renders() {
     for h in &mut rec.elite_history {
         h.clear();
     }
-    let html = render(&task, 7, &rec, &[], "now");
+    let html = render(&task, 7, &rec, &[], &[], "now");
     for id in FIGURES {
         assert!(html.contains(&format!("<figure id=\"{id}\">")), "{id}");
     }
@@ -176,4 +176,90 @@ fn baselines_load_from_json_lines() {
     assert!(e.contains(":1:") && e.contains("p50_us"), "{e}");
     std::fs::write(&p, "{\"name\": \"x\", \"p50_us\": -1}\n").unwrap();
     assert!(load_baselines(&p).is_err());
+}
+
+/// A source record for the lineage tests.
+fn source(hash: &str, code: &str, parent: &str, operator: &str) -> SourceRecord {
+    SourceRecord {
+        hash: hash.into(),
+        code: code.into(),
+        parents: vec![parent.into()],
+        operator: Some(operator.into()),
+        model: Some("gpt <test>".into()),
+        run_id: Some(7),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn code_evolution_shows_the_lineage_tree_and_diffs() {
+    let task = seed_task();
+    let mut rec = record(&task);
+    let base_code = std::fs::read_to_string(&task.kernel.as_ref().unwrap().launch.source).unwrap();
+    let h1 = "a".repeat(64);
+    let h2 = "b".repeat(64);
+    let code1 = format!("{base_code}\n// first <rewrite> & more\n");
+    let code2 = code1.replace("// first <rewrite>", "// second <rewrite>");
+    let sources = vec![
+        source(&h1, &code1, "base", "rewrite"),
+        source(&h2, &code2, &h1, "mutate"),
+    ];
+    // One passing trial of the first source, 2× faster than the base kernel's best.
+    let best_base = rec
+        .trials
+        .iter()
+        .filter_map(|t| t.evaluation.p50_us())
+        .min_by(f64::total_cmp)
+        .unwrap();
+    let mut t = rec
+        .trials
+        .iter()
+        .find(|t| t.evaluation.p50_us() == Some(best_base))
+        .unwrap()
+        .clone();
+    t.candidate.source = SourceRef::Variant(h1.clone());
+    t.key = format!("src:{h1}|x");
+    t.seq = rec.trials.len();
+    if let Some(timing) = t.evaluation.timing.as_mut() {
+        timing.p50_us = best_base / 2.0;
+    }
+    rec.trials.push(t);
+
+    let html = render(&task, 7, &rec, &sources, &[], "now");
+    let sec = &html[html
+        .find("<h2 id=\"evolution\">Code evolution</h2>")
+        .unwrap()..];
+    let sec = &sec[..sec.find("<h2 id=\"run\">").unwrap()];
+    // The tree: base, then the first source, then the second nested inside it.
+    let base_at = sec.find("<b>base</b>").unwrap();
+    let first_at = sec
+        .find("<code>src:aaaaaaaaaaaa</code></a> rewrite")
+        .unwrap();
+    let second_at = sec
+        .find("<code>src:bbbbbbbbbbbb</code></a> mutate")
+        .unwrap();
+    assert!(base_at < first_at && first_at < second_at);
+    let first_li = &sec[first_at..second_at];
+    assert!(first_li.contains("gpt &lt;test&gt;"), "{first_li}");
+    assert!(first_li.contains(" ok "), "{first_li}");
+    assert!(first_li.contains("speedup 2.00×"), "{first_li}");
+    // The second is nested: its <ul> opens inside the first's <li>.
+    assert!(first_li.contains("<ul class=\"lineage\">"), "{first_li}");
+    assert!(sec[second_at..].contains("not evaluated"));
+    // The diffs, escaped: the first against base, the second against the first.
+    assert_eq!(sec.matches("<details id=\"diff-").count(), 2);
+    assert!(sec.contains("<span class=\"add\">+// first &lt;rewrite&gt; &amp; more</span>"));
+    assert!(sec.contains("<span class=\"del\">-// first &lt;rewrite&gt; &amp; more</span>"));
+    assert!(sec.contains("<span class=\"add\">+// second &lt;rewrite&gt; &amp; more</span>"));
+    assert!(!sec.contains("<rewrite>"));
+    // The base kernel's code is the context, not a change, in the first diff.
+    let first_diff = &sec[sec.find("<details id=\"diff-aaaa").unwrap()..];
+    let first_diff = &first_diff[..first_diff.find("</details>").unwrap()];
+    assert!(first_diff.contains("--- base"), "{first_diff}");
+    assert!(first_diff.matches("<span class=\"add\">").count() <= 2);
+
+    // A run without sources has no such section.
+    let plain = render(&task, 7, &rec, &[], &[], "now");
+    assert!(!plain.contains("Code evolution"));
+    assert!(!plain.contains("<details"));
 }
