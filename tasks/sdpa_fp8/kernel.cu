@@ -241,6 +241,45 @@ __device__ __forceinline__ void cp_async_arrive_noinc(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(bar) : "memory");
 }
 
+// ---- the work items of a CTA (both paths) -------------------------------------------------
+// One work item = (batch·head, query tile of TILE_M rows). Not persistent: the grid is
+// (query tiles, B·H), one item per CTA. Persistent: CTA b takes items b, b + gridDim.x, …,
+// head-major, so CTAs running together share K/V in L2. Causal: heaviest query tiles first,
+// and a query tile reads only the key tiles up to its last row.
+struct Schedule {
+  int S, num_m, n_kv_all, total, first, step;
+  __device__ __forceinline__ Schedule(int batch, int heads, int S_)
+      : S(S_), num_m((S_ + TILE_M - 1) / TILE_M), n_kv_all((S_ + TILE_N - 1) / TILE_N) {
+#if USE_PERSISTENT_CTA
+    total = num_m * batch * heads;
+    first = blockIdx.x;
+    step = gridDim.x;
+#else
+    (void)batch;
+    (void)heads;
+    total = 1;
+    first = 0;
+    step = 1;
+#endif
+  }
+  __device__ __forceinline__ void item(int w, int& bh, int& mt) const {
+#if USE_PERSISTENT_CTA
+    bh = w / num_m;
+    mt = w % num_m;
+#else
+    (void)w;
+    bh = blockIdx.y;
+    mt = blockIdx.x;
+#endif
+    if (CAUSAL) mt = num_m - 1 - mt;
+  }
+  __device__ __forceinline__ int kv_tiles(int mt) const {
+    if (!CAUSAL) return n_kv_all;
+    const int last_row = min((mt + 1) * TILE_M, S) - 1;
+    return min(last_row / TILE_N + 1, n_kv_all);
+  }
+};
+
 #if USE_WGMMA
 // =========================== USE_WGMMA = 1: Hopper warpgroup MMAs =============================
 // QGMMA (wgmma e4m3) for both products, fp32 accumulation. A consumer WARPGROUP (4 warps) owns
@@ -452,32 +491,11 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int wg = warp >> 2;  // consumer warpgroup (consumers only)
-  const int num_m = (S + TILE_M - 1) / TILE_M;
-  const int n_kv_all = (S + TILE_N - 1) / TILE_N;
   const float c_log2 = q_scale * k_scale * rsqrtf((float)D) * 1.4426950408889634f;
-
-#if USE_PERSISTENT_CTA
-  const int total = num_m * batch * heads;
-  const int w_first = blockIdx.x, w_step = gridDim.x;
-#else
-  const int total = 1, w_first = 0, w_step = 1;
-#endif
-  auto item = [&](int w, int& bh, int& mt) {
-#if USE_PERSISTENT_CTA
-    bh = w / num_m;
-    mt = w % num_m;
-#else
-    (void)w;
-    bh = blockIdx.y;
-    mt = blockIdx.x;
-#endif
-    if (CAUSAL) mt = num_m - 1 - mt;  // heaviest query tiles first
-  };
-  auto kv_tiles = [&](int mt) {
-    if (!CAUSAL) return n_kv_all;
-    const int last_row = min((mt + 1) * TILE_M, S) - 1;
-    return min(last_row / TILE_N + 1, n_kv_all);
-  };
+  const Schedule sched(batch, heads, S);
+  const int total = sched.total, w_first = sched.first, w_step = sched.step;
+  auto item = [&](int w, int& bh, int& mt) { sched.item(w, bh, mt); };
+  auto kv_tiles = [&](int mt) { return sched.kv_tiles(mt); };
 
 #if EVO_DEBUG
   int dbg_bh = 0;  // the current item's batch·head
@@ -978,35 +996,14 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int BH = batch * heads;
-  const int num_m = (S + TILE_M - 1) / TILE_M;
-  const int n_kv_all = (S + TILE_N - 1) / TILE_N;
   const float LOG2E = 1.4426950408889634f;
   const float c_log2 = q_scale * k_scale * rsqrtf((float)D) * LOG2E;
 
   // Work-item sequence of this CTA.
-#if USE_PERSISTENT_CTA
-  const int total = num_m * BH;
-  const int w_first = blockIdx.x, w_step = gridDim.x;
-#else
-  const int total = 1, w_first = 0, w_step = 1;
-#endif
-  auto item = [&](int w, int& bh, int& mt) {
-#if USE_PERSISTENT_CTA
-    bh = w / num_m;
-    mt = w % num_m;
-#else
-    (void)w;
-    bh = blockIdx.y;
-    mt = blockIdx.x;
-#endif
-    if (CAUSAL) mt = num_m - 1 - mt;  // heaviest query tiles first
-  };
-  auto kv_tiles = [&](int mt) {
-    if (!CAUSAL) return n_kv_all;
-    const int last_row = min((mt + 1) * TILE_M, S) - 1;
-    return min(last_row / TILE_N + 1, n_kv_all);
-  };
+  const Schedule sched(batch, heads, S);
+  const int total = sched.total, w_first = sched.first, w_step = sched.step;
+  auto item = [&](int w, int& bh, int& mt) { sched.item(w, bh, mt); };
+  auto kv_tiles = [&](int mt) { return sched.kv_tiles(mt); };
 
   // Lane offsets of the ldmatrix addresses inside a tile.
   const uint32_t k_lane_off = (((lane >> 4) << 3) + (lane & 7)) * PITCH + ((lane >> 3) & 1) * 16;

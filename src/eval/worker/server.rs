@@ -373,30 +373,28 @@ impl Worker {
             .ok_or_else(|| "no CUDA device".to_string())
     }
 
-    fn eval(&mut self, req: &EvalRequest) -> Response {
-        if let Err(m) = inputs::validate_args(&req.args) {
-            return Response::Error {
-                message: format!("a bad request: {m}"),
-                exiting: false,
-            };
-        }
-        if let Err(message) = self.open() {
-            return Response::Error {
-                message,
-                exiting: false,
-            };
-        }
+    /// Checks a request's arguments and opens the GPU: the parts a request runs on, or the
+    /// message of the error to answer with.
+    fn ready(
+        &mut self,
+        args: &[ArgSpec],
+    ) -> Result<(&mut Gpu, &mut References, &mut DataCache), String> {
+        inputs::validate_args(args).map_err(|m| format!("a bad request: {m}"))?;
+        self.open()?;
         let Worker {
             gpu,
             references,
             data,
             ..
         } = self;
-        let Some(gpu) = gpu.as_mut() else {
-            return Response::Error {
-                message: "no CUDA device".into(),
-                exiting: false,
-            };
+        let gpu = gpu.as_mut().ok_or_else(|| "no CUDA device".to_string())?;
+        Ok((gpu, references, data))
+    }
+
+    fn eval(&mut self, req: &EvalRequest) -> Response {
+        let (gpu, references, data) = match self.ready(&req.args) {
+            Ok(parts) => parts,
+            Err(message) => return refused(message),
         };
         match eval_on(gpu, references, data, req) {
             Ok(r) => Response::Eval(r),
@@ -415,29 +413,9 @@ impl Worker {
     }
 
     fn prepare(&mut self, req: &PrepareRequest) -> Response {
-        if let Err(m) = inputs::validate_args(&req.args) {
-            return Response::Error {
-                message: format!("a bad request: {m}"),
-                exiting: false,
-            };
-        }
-        if let Err(message) = self.open() {
-            return Response::Error {
-                message,
-                exiting: false,
-            };
-        }
-        let Worker {
-            gpu,
-            references,
-            data,
-            ..
-        } = self;
-        let Some(gpu) = gpu.as_mut() else {
-            return Response::Error {
-                message: "no CUDA device".into(),
-                exiting: false,
-            };
+        let (gpu, references, data) = match self.ready(&req.args) {
+            Ok(parts) => parts,
+            Err(message) => return refused(message),
         };
         let start = std::time::Instant::now();
         match prepare_on(gpu, references, data, req) {
@@ -466,12 +444,7 @@ impl Worker {
         }
         let gpu = match self.open() {
             Ok(g) => g,
-            Err(message) => {
-                return Response::Error {
-                    message,
-                    exiting: false,
-                }
-            }
+            Err(message) => return refused(message),
         };
         match run_once_on(gpu, req) {
             Ok(us) => Response::RunOnce(RunOnceResponse {
@@ -1062,6 +1035,14 @@ fn run_once_on(gpu: &mut Gpu, req: &RunOnceRequest) -> Result<f64, Fail> {
     Ok(ms * 1e3)
 }
 
+/// The answer to a request that cannot run (the worker goes on).
+fn refused(message: String) -> Response {
+    Response::Error {
+        message,
+        exiting: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1075,6 +1056,45 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         (code, responses)
+    }
+
+    /// Eval and prepare requests with arguments that cannot run are answered before any GPU
+    /// is opened (so this holds on a machine without one), and the worker goes on.
+    #[test]
+    fn requests_with_bad_arguments_are_answered_without_a_gpu() {
+        let kernel = KernelRef {
+            cubin: "/nonexistent.cubin".into(),
+            entry: "k".into(),
+            dims: crate::cuda::Dims {
+                grid: [1, 1, 1],
+                block: [32, 1, 1],
+                smem: 0,
+            },
+        };
+        let eval = Request::Eval(EvalRequest {
+            kernel,
+            reference: None,
+            args: Vec::new(),
+            trials: 1,
+            seed: 0,
+            tolerance: crate::task::Tolerance::default(),
+            timing: None,
+        });
+        let input = format!(
+            "{}\n{{\"op\":\"prepare\",\"args\":[]}}\n{{\"op\":\"shutdown\"}}\n",
+            serde_json::to_string(&eval).unwrap()
+        );
+        let (code, r) = run(&input);
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert_eq!(r.len(), 3, "{r:?}");
+        for resp in &r[..2] {
+            assert!(
+                matches!(resp, Response::Error { message, exiting: false }
+                    if message == "a bad request: the kernel has no arguments"),
+                "{resp:?}"
+            );
+        }
+        assert_eq!(r[2], Response::Bye);
     }
 
     #[test]
