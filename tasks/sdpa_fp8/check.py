@@ -100,7 +100,9 @@ def cfg_short(cfg):
 
 
 def compile_one(src, defines, out_dir):
-    defs = [f"-D{k}={v}" for k, v in defines.items()]
+    defines = dict(defines)
+    lineinfo = ["-lineinfo"] if defines.pop("EVO_LINEINFO", 0) else []
+    defs = [f"-D{k}={v}" for k, v in defines.items()] + lineinfo
     key = hashlib.sha1(json.dumps([open(src).read(), defs]).encode()).hexdigest()[:16]
     out = os.path.join(out_dir, f"{os.path.basename(src)}.{key}.cubin")
     cmd = [NVCC, "-cubin", "-gencode=arch=compute_90a,code=sm_90a", "-O3", "-Xptxas", "-v", *defs, src, "-o", out]
@@ -275,7 +277,7 @@ def run_correctness(items, ref_cubin, out_dir, budget_s, tag):
     return results, hung_cfgs
 
 
-def run_timing(cubins, cfgs, iters, out_dir, jf):
+def run_timing(cubins, cfgs, iters, out_dir, jf, sweep=True):
     L = Launcher()
     torch = L.torch
     import torch.nn.functional as F
@@ -342,7 +344,7 @@ def run_timing(cubins, cfgs, iters, out_dir, jf):
     pick = [r["cfg"] for r in mine[:2]]
     ws = [r["cfg"] for r in mine if r["cfg"]["USE_WARP_SPECIALIZATION"] == 1][:1]
     pick += [c for c in ws if c not in pick]
-    for shp in TASK["shape"][1:]:
+    for shp in (TASK["shape"][1:] if sweep else []):
         P = shp["params"]
         B, H, S, D, C = P["B"], P["H"], P["S"], P["D"], P["CAUSAL"]
         flops = 4 * B * H * S * S * D / (2 if C else 1)
@@ -361,6 +363,8 @@ def run_timing(cubins, cfgs, iters, out_dir, jf):
             r = {"shape": shp["name"], "name": "cudnn_bf16", "error": str(ex)[:200]}
         jf.write(json.dumps({"kind": "sweep", **r}) + "\n")
         for cfg in pick:
+            if (cfg_key(cfg), D, C) not in cubins:
+                continue
             f = L.fn(cubins[(cfg_key(cfg), D, C)], "sdpa_fp8_kernel")
             o = torch.full((B * H * S * D,), float("nan"), dtype=torch.bfloat16, device="cuda")
             args = L.args(q, k, v, o, scales, B, H, S, D, C)
@@ -387,6 +391,10 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--corr-budget", type=float, default=100.0)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 8)
+    ap.add_argument("--src", default=os.path.join(HERE, "kernel.cu"),
+                    help="kernel source (default: the task's kernel.cu; another file to A/B a change)")
+    ap.add_argument("--combos", default="all", help="'all' or ';'-separated D,CAUSAL pairs, e.g. '128,0'")
+    ap.add_argument("--no-sweep", action="store_true", help="time the mission shapes only")
     a = ap.parse_args()
     if a.child:
         child(a.child, a.start, a.progress)
@@ -395,15 +403,16 @@ def main():
         spec = json.load(open(a.timing_child))
         cubins = {(tuple(k) if isinstance(k, list) else k): v for k, v in spec["cubins"]}
         with open(a.progress, "w") as tj:
-            run_timing(cubins, spec["cfgs"], spec["iters"], None, tj)
+            run_timing(cubins, spec["cfgs"], spec["iters"], None, tj, spec.get("sweep", True))
         return
     t_start = time.time()
     os.makedirs(a.out, exist_ok=True)
     os.makedirs(BUILD, exist_ok=True)
     task = load_task()
     cfgs = knob_configs(task, a.configs)
-    src = os.path.join(HERE, "kernel.cu")
-    combos = [(D, C) for D in (64, 128) for C in (0, 1)]
+    src = a.src
+    combos = ([(D, C) for D in (64, 128) for C in (0, 1)] if a.combos == "all" else
+              [tuple(int(x) for x in p.split(",")) for p in a.combos.split(";")])
     jf = open(os.path.join(a.out, "results.jsonl"), "w")
 
     # 1. compile
@@ -440,7 +449,7 @@ def main():
         return out
 
     t0 = time.time()
-    smoke = mk_items(cfgs, CORRECTNESS_SHAPES[:1], [(128, 1)])
+    smoke = mk_items(cfgs, CORRECTNESS_SHAPES[:1], [(128, 1) if (128, 1) in combos else combos[0]])
     sres, hung = run_correctness(smoke, rcub, a.out, a.corr_budget / 3, "smoke")
     print(f"smoke: {len(sres)}/{len(smoke)} in {time.time() - t0:.0f}s; hung configs: {len(hung)}", flush=True)
     for i, r in sorted(sres.items()):
@@ -493,7 +502,7 @@ def main():
         tcfgs = knob_configs(task, a.time_configs)
     tspec = os.path.join(a.out, "time_spec.json")
     json.dump({"cubins": [[list(k) if isinstance(k, tuple) else k, v] for k, v in cubins.items()], "cfgs": tcfgs,
-               "iters": a.iters}, open(tspec, "w"))
+               "iters": a.iters, "sweep": not a.no_sweep}, open(tspec, "w"))
     tpath = os.path.join(a.out, "timing.jsonl")
     try:
         p = subprocess.run([sys.executable, __file__, "--timing-child", tspec, "--progress", tpath],

@@ -217,10 +217,10 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "{\n"
       ".reg .pred p;\n"
       "WAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1, %2;\n"
       "@!p bra WAIT_%=;\n"
       "}\n" ::"r"(bar),
-      "r"(parity)
+      "r"(parity), "n"(10000000)  // suspend-time hint (ns): sleep in the barrier instead of spinning
       : "memory");
 }
 __device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity) {
@@ -294,7 +294,7 @@ struct Schedule {
 //               gives a thread keys {2t, 2t+1, 8+2t, 9+2t} (+16h) of a row where the A fragment
 //               wants 4 consecutive k; instead of shuffling P, Vᵀ stores its keys in that same
 //               permuted order (a dot product does not care), which the transpose gets for free.
-//   P in e4m3: P = exp2(s·c − m·c + 8) ∈ [0, 256] (the 2⁸ keeps small probabilities out of the
+//   P in e4m3: P = exp2(s·c − m·c + 6) ∈ [0, 256] (m may lag the true max by 2, see softmax; the 2⁶ keeps small probabilities out of the
 //               e4m3 subnormals; it cancels against the row sum). e4m3 rounds P by up to 2⁻⁴
 //               relative: harmless over many keys, but a row that sees few keys (causal first
 //               rows, tails, S < TILE_N) would miss 0.06. Such tiles (every masked tile, and a
@@ -309,7 +309,8 @@ struct Schedule {
 //               owns 16-key blocks of V: it copies and transposes its own rows, so producers never
 //               wait for each other), one tile ahead; full/empty mbarriers per stage; consumer
 //               warpgroups never synchronise with each other, so one's softmax overlaps the
-//               other's wgmma. Vᵀ per stage.
+//               other's wgmma. Vᵀ per stage. The producers also load each item's Q, into one of
+//               two Q buffers (q_full/q_empty mbarriers), so the consumers never wait for Q.
 
 constexpr int STAGES = USE_CP_ASYNC_3STAGE ? 3 : 2;
 constexpr int NCWG = TILE_M / 64;                                  // consumer warpgroups
@@ -323,12 +324,15 @@ constexpr int LOADERS = NUM_PRODUCER_WARPS * 32;                   // WS=0: cp.a
 constexpr int Q_BYTES = TILE_M * D;
 constexpr int KV_BYTES = TILE_N * D;                               // a K, raw V or Vᵀ tile
 constexpr int NVT = USE_WARP_SPECIALIZATION ? STAGES : 1;
+constexpr int NQB = USE_WARP_SPECIALIZATION ? 2 : 1;
+constexpr int VB_PER_WARP = NPW > 0 ? TILE_N / 16 / NPW : 1;        // WS=1: 16-key V blocks per producer warp
+constexpr int VB_UNROLL = VB_PER_WARP <= 2 ? VB_PER_WARP : 1;      // (unrolling more spilled)              // Q buffers (WS=1: the next item's Q)
 constexpr int OFF_Q = 1024;                                        // after the mbarriers
-constexpr int OFF_K = OFF_Q + Q_BYTES;
+constexpr int OFF_K = OFF_Q + NQB * Q_BYTES;
 constexpr int OFF_VR = OFF_K + STAGES * KV_BYTES;
 constexpr int OFF_VT = OFF_VR + STAGES * KV_BYTES;
 // = task.toml's shared_mem: the tiles + 1 KB of mbarriers + 1 KB to align the dynamic base
-constexpr int SMEM_BYTES = 2048 + Q_BYTES + (2 * STAGES + NVT) * KV_BYTES;
+constexpr int SMEM_BYTES = 2048 + NQB * Q_BYTES + (2 * STAGES + NVT) * KV_BYTES;
 // Persistent grid: CTAs per SM by shared memory and by registers (two CTAs of 128 threads
 // still get 255 registers each; anything larger runs one per SM), as in task.toml.
 constexpr int CTAS_BY_REGS = NTHREADS <= 128 ? 2 : 1;
@@ -430,6 +434,30 @@ __device__ __forceinline__ void load_rows(uint32_t tile, int trow0, const uint8_
   }
 }
 
+// cp.async of the NROWS rows of a tile (global rows from g, those at or past `valid` read row
+// valid-1: finite, and masked later) into a swizzled tile, by thread tid of NTHR. The shape is
+// known at compile time, so each thread's addresses are a base plus constants.
+template <int NROWS, int NTHR, bool UNROLL = true>
+__device__ __forceinline__ void load_tile(uint32_t tile, const uint8_t* g, int valid, int tid) {
+  constexpr int CPR = D / 16, STEP = NTHR / CPR, ITERS = NROWS * CPR / NTHR;
+  static_assert(NTHR % CPR == 0 && (NROWS * CPR) % NTHR == 0, "tile loader shape");
+  const int r0 = tid / CPR, c = tid % CPR;
+  const uint8_t* gc = g + c * 16;
+  if (UNROLL) {
+#pragma unroll(ITERS <= 8 ? ITERS : 4)  // more copies in flight than that cost the producers spills
+    for (int i = 0; i < ITERS; ++i) {
+      const int r = r0 + i * STEP;
+      cp_async16(tile + swz<D>(r * D + c * 16), gc + min(r, valid - 1) * D);
+    }
+  } else {
+#pragma unroll 1
+    for (int i = 0; i < ITERS; ++i) {
+      const int r = r0 + i * STEP;
+      cp_async16(tile + swz<D>(r * D + c * 16), gc + min(r, valid - 1) * D);
+    }
+  }
+}
+
 // Transposes keys [16·blk, 16·blk+16) of a raw V tile (rows of D bytes, swizzled) into the Vᵀ
 // tile (rows of TILE_N bytes, one per d, swizzled), keys permuted inside each 16-key group as
 // the P fragments expect: Vᵀ column 16h + 4t + j holds key 16h + 2t + (j&1) + 8(j>>1).
@@ -440,18 +468,29 @@ __device__ __forceinline__ void transpose_v(uint32_t vr, uint32_t vt, int blk, i
   const int mrow = s0 + ((lane >> 3) & 1) * 8 + (lane & 7);
   const int mcol = (lane >> 4) * 16;
   const int col = s0 + 4 * t;
+  // A thread holds d rows 2g and 2g+1. Lanes g < 4 store row 2g first and lanes g >= 4 row 2g+1,
+  // so that each store covers 8 rows that differ mod 8 (or in parity, for 64-byte rows): 8
+  // different swizzle chunks, no bank conflict (storing 2g first for all g was 2-way).
+  const int hi = g >> 2;
+  const int ra = 2 * g + hi, rb = 2 * g + 1 - hi;
+  const uint32_t sa = hi ? 0x7531 : 0x6420, sel_b = hi ? 0x6420 : 0x7531;
 #pragma unroll
   for (int d0 = 0; d0 < D; d0 += 32) {
     // r[m] = {V[k][2g], V[k][2g+1], V[k+1][2g], V[k+1][2g+1]}, k = 2t (+8 for m odd), d rel. to
     // d0 (+16 for m >= 2)
     uint32_t r[4];
     ldsm_x4_trans(r, vr + swz<D>(mrow * D + d0 + mcol));
-    sts_u32(vt + swz<TILE_N>((d0 + 2 * g) * TILE_N + col), prmt(r[0], r[1], 0x6420));
-    sts_u32(vt + swz<TILE_N>((d0 + 2 * g + 1) * TILE_N + col), prmt(r[0], r[1], 0x7531));
-    sts_u32(vt + swz<TILE_N>((d0 + 16 + 2 * g) * TILE_N + col), prmt(r[2], r[3], 0x6420));
-    sts_u32(vt + swz<TILE_N>((d0 + 17 + 2 * g) * TILE_N + col), prmt(r[2], r[3], 0x7531));
+    sts_u32(vt + swz<TILE_N>((d0 + ra) * TILE_N + col), prmt(r[0], r[1], sa));
+    sts_u32(vt + swz<TILE_N>((d0 + rb) * TILE_N + col), prmt(r[0], r[1], sel_b));
+    sts_u32(vt + swz<TILE_N>((d0 + 16 + ra) * TILE_N + col), prmt(r[2], r[3], sa));
+    sts_u32(vt + swz<TILE_N>((d0 + 16 + rb) * TILE_N + col), prmt(r[2], r[3], sel_b));
   }
 }
+
+template <bool B>
+struct Bool {
+  static constexpr bool value = B;
+};
 
 // One consumer warpgroup's state for a work item: 64 rows, this thread's rows r and r+8.
 struct GroupState {
@@ -478,13 +517,15 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
 
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t sb = (smem_u32(smem) + 1023u) & ~1023u;
-  const uint32_t sQ = sb + OFF_Q;
+  uint32_t sQ = sb + OFF_Q;  // the Q tile of the current item (WS=1: one of two buffers)
   auto sK = [&](int s) { return sb + OFF_K + s * KV_BYTES; };
   auto sVr = [&](int s) { return sb + OFF_VR + s * KV_BYTES; };
   auto sVt = [&](int s) { return sb + OFF_VT + (NVT == 1 ? 0 : s) * KV_BYTES; };
 #if USE_WARP_SPECIALIZATION
   auto bar_full = [&](int s) { return sb + 8 * s; };
   auto bar_empty = [&](int s) { return sb + 8 * (STAGES + s); };
+  auto bar_qfull = [&](int b) { return sb + 8 * (2 * STAGES + b); };
+  auto bar_qempty = [&](int b) { return sb + 8 * (2 * STAGES + 2 + b); };
 #endif
 
   const int warp = threadIdx.x >> 5;
@@ -513,9 +554,13 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     wgmma_commit();
     fence_regs(s);
   };
-  // Online softmax of a finished S tile: masks, new row max, P = exp2(s·c − m·c + 8) in place,
-  // row sums; returns the factors O must be rescaled by (O is not touched here).
+  // Online softmax of a finished S tile: masks, row max, P = exp2(s·c − m·c + P_LOG2) in place,
+  // row sums. Lazy rescaling (as FlashAttention-4): the running max m moves only when some row
+  // of the warp sees a max more than RESCALE_LOG2 above it, so P ≤ 2^(P_LOG2 + RESCALE_LOG2) = 256
+  // stays inside e4m3 (448), and most tiles skip the rescale of O. Returns whether O must be
+  // rescaled by alpha (warp-uniform; O is not touched here).
   auto softmax = [&](GroupState& st, float (&s)[TILE_N / 2], int row0, int kv0, bool masked, float (&alpha)[2]) {
+    constexpr float P_LOG2 = 6.f, RESCALE_LOG2 = 2.f;
     const int r0 = row0 + wg * 64 + (warp & 3) * 16 + g;  // rows r0 (h = 0) and r0 + 8 (h = 1)
 #if EVO_DEBUG == 1  // debug_wgmma.py: the raw scores of the first key tile into O[row][key]
     if (kv0 == 0) {
@@ -541,21 +586,44 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
 #pragma unroll
     for (int i = 0; i < TILE_N / 2; ++i) s[i] = s[i] == -INFINITY ? -INFINITY : 0.f;
 #endif
-    float mx[2] = {st.m[0], st.m[1]};
+    // row maxima as trees (short dependency chains)
+    float m0[TILE_N / 8], m1[TILE_N / 8];
 #pragma unroll
     for (int c = 0; c < TILE_N / 8; ++c) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[4 * c], s[4 * c + 1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[4 * c + 2], s[4 * c + 3]));
+      m0[c] = fmaxf(s[4 * c], s[4 * c + 1]);
+      m1[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
     }
-    float bias[2], sum[2] = {0.f, 0.f};
+    constexpr int LEVELS = TILE_N == 128 ? 4 : 3;  // log2(TILE_N / 8)
+#pragma unroll
+    for (int lv = 0; lv < LEVELS; ++lv) {
+      const int w = (TILE_N / 16) >> lv;
+#pragma unroll
+      for (int c = 0; c < TILE_N / 16; ++c)
+        if (c < w) {
+          m0[c] = fmaxf(m0[c], m0[c + w]);
+          m1[c] = fmaxf(m1[c], m1[c + w]);
+        }
+    }
+    float mx[2] = {fmaxf(st.m[0], m0[0]), fmaxf(st.m[1], m1[0])};
+    bool grow = false;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      alpha[h] = fexp2((st.m[h] - mx[h]) * c_log2);  // 0 on the first tile (m = -inf)
-      bias[h] = 8.f - mx[h] * c_log2;                 // P scaled by 2^8
-      st.m[h] = mx[h];
+      grow |= (mx[h] - st.m[h]) * c_log2 > RESCALE_LOG2;  // true on the first tile (m = -inf)
     }
+    const bool rescale_o = __any_sync(0xffffffffu, grow);
+    float bias[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      alpha[h] = 1.f;
+      if (rescale_o) {
+        alpha[h] = fexp2((st.m[h] - mx[h]) * c_log2);  // 0 on the first tile
+        st.m[h] = mx[h];
+      }
+      bias[h] = P_LOG2 - st.m[h] * c_log2;
+    }
+    float sum[2][4] = {};  // four partial sums per row (short dependency chains)
 #pragma unroll
     for (int c = 0; c < TILE_N / 8; ++c)
 #pragma unroll
@@ -563,10 +631,12 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
         const int h = e >> 1;
         const float p = fexp2(fmaf(s[4 * c + e], c_log2, bias[h]));
         s[4 * c + e] = p;
-        sum[h] += p;
+        sum[h][(2 * c + (e & 1)) & 3] += p;
       }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) st.l[h] = st.l[h] * alpha[h] + sum[h];
+    for (int h = 0; h < 2; ++h)
+      st.l[h] = st.l[h] * alpha[h] + ((sum[h][0] + sum[h][1]) + (sum[h][2] + sum[h][3]));
+    return rescale_o;
   };
   auto rescale = [&](GroupState& st, const float (&alpha)[2]) {
 #pragma unroll
@@ -577,9 +647,12 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       st.o[4 * c + 3] *= alpha[1];
     }
   };
-  // P as e4m3 A fragments; with `split` also lo = P − hi (a second e4m3 pass: 2⁻⁸ instead of 2⁻⁴)
-  auto pack_p = [&](const float (&s)[TILE_N / 2], uint32_t (&pa)[TILE_N / 32][4], uint32_t (&pl)[TILE_N / 32][4],
-                    bool split) {
+  // P as e4m3 A fragments; with SPLIT also lo = P − hi (a second e4m3 pass: 2⁻⁸ instead of 2⁻⁴).
+  // SPLIT is a compile-time constant (Bool<>) on both sides of one branch on `split`: a branch
+  // inside the wgmma sequence made ptxas end the P·V group early and add an empty commit group,
+  // which turned the pipeline's wait_group 1 into a wait for P·V as well (seen in the SASS).
+  auto pack_p_c = [&](const float (&s)[TILE_N / 2], uint32_t (&pa)[TILE_N / 32][4], uint32_t (&pl)[TILE_N / 32][4],
+                      auto split_c) {
 #pragma unroll
     for (int b = 0; b < TILE_N / 32; ++b)
 #pragma unroll
@@ -587,25 +660,41 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
         float x[4];
         p_quad(s, b, q, x);
         pa[b][q] = e4m3x4(x[0], x[1], x[2], x[3]);
-        if (split) {
+        if (decltype(split_c)::value) {
           float hi[4];
           e4m3x4_to_f32(pa[b][q], hi);
           pl[b][q] = e4m3x4(x[0] - hi[0], x[1] - hi[1], x[2] - hi[2], x[3] - hi[3]);
         }
       }
   };
-  // O += P·V (asynchronous), one or two passes
-  auto issue_pv = [&](GroupState& st, const uint32_t (&pa)[TILE_N / 32][4], const uint32_t (&pl)[TILE_N / 32][4],
-                      bool split, uint32_t vt) {
+  auto pack_p = [&](const float (&s)[TILE_N / 2], uint32_t (&pa)[TILE_N / 32][4], uint32_t (&pl)[TILE_N / 32][4],
+                    bool split) {
+    if (split)
+      pack_p_c(s, pa, pl, Bool<true>{});
+    else
+      pack_p_c(s, pa, pl, Bool<false>{});
+  };
+  // O += P·V (asynchronous, one commit group), one or two passes. SPLIT is a compile-time
+  // constant (Bool<>): with a run-time branch inside the group ptxas closed the group early and
+  // added an empty commit group, so the pipeline's wait_group 1 waited for P·V as well (SASS).
+  auto issue_pv_c = [&](GroupState& st, const uint32_t (&pa)[TILE_N / 32][4], const uint32_t (&pl)[TILE_N / 32][4],
+                        auto split_c, uint32_t vt) {
     wgmma_fence();
 #pragma unroll
     for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pa[b], gmma_desc<TILE_N>(vt + b * 32), 1);
-    if (split) {
+    if (decltype(split_c)::value) {
 #pragma unroll
       for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pl[b], gmma_desc<TILE_N>(vt + b * 32), 1);
     }
     wgmma_commit();
     fence_regs(st.o);
+  };
+  auto issue_pv = [&](GroupState& st, const uint32_t (&pa)[TILE_N / 32][4], const uint32_t (&pl)[TILE_N / 32][4],
+                      bool split, uint32_t vt) {
+    if (split)
+      issue_pv_c(st, pa, pl, Bool<true>{}, vt);
+    else
+      issue_pv_c(st, pa, pl, Bool<false>{}, vt);
   };
 #if !USE_WARP_SPECIALIZATION
   // One whole tile, no overlap between its steps (WS = 0); `mid` runs while Q·Kᵀ is in flight.
@@ -617,8 +706,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     wgmma_wait0();
     fence_regs(s);
     float alpha[2];
-    softmax(st, s, row0, kv0, masked, alpha);
-    rescale(st, alpha);
+    if (softmax(st, s, row0, kv0, masked, alpha)) rescale(st, alpha);
     uint32_t pa[TILE_N / 32][4], pl[TILE_N / 32][4];
     pack_p(s, pa, pl, split);
     issue_pv(st, pa, pl, split, vt);
@@ -667,6 +755,10 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       mbar_init(bar_full(s), NPW * 32);  // every producer thread, after its copies and transposes
       mbar_init(bar_empty(s), NCW);      // one arrival per consumer warp
     }
+    for (int b = 0; b < 2; ++b) {
+      mbar_init(bar_qfull(b), NPW * 32);  // every producer thread, when its Q copies land
+      mbar_init(bar_qempty(b), NCW);      // one arrival per consumer warp, after the item
+    }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -681,16 +773,17 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     auto finish = [&](uint32_t done) {
       const int s = done % STAGES;
       __syncwarp();  // this warp's raw V rows are in (each lane waited for its own copies)
-      for (int blk = pw; blk < TILE_N / 16; blk += NPW) transpose_v(sVr(s), sVt(s), blk, lane);
+#pragma unroll(VB_UNROLL)
+      for (int i = 0; i < TILE_N / 16 / NPW; ++i) transpose_v(sVr(s), sVt(s), pw + i * NPW, lane);
       fence_proxy_async();
       mbar_arrive(bar_full(s));
     };
-    for (int w = w_first; w < total; w += w_step) {
+    uint32_t k = 0;  // items
+    for (int w = w_first; w < total; w += w_step, ++k) {
       int bh, mt;
       item(w, bh, mt);
       const int n_kv = kv_tiles(mt);
-      const uint8_t* kg = K + (size_t)bh * S * D;
-      const uint8_t* vg = V + (size_t)bh * S * D;
+      const size_t base = (size_t)bh * S * D;
       for (int j = 0; j < n_kv; ++j, ++it) {
         const int s = it % STAGES;
         const uint32_t par = ((it / STAGES) & 1) ^ 1;
@@ -703,9 +796,21 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
           finish(it - 1);
         }
         mbar_wait(bar_empty(s), par);
+        if (j == 0) {
+          // This item's Q, into the buffer the consumers freed after item k-2; its barrier
+          // completes when every producer thread's copies have landed.
+          const int qb = k & 1, row0 = mt * TILE_M;
+          mbar_wait(bar_qempty(qb), ((k >> 1) & 1) ^ 1);
+          load_tile<TILE_M, NPW * 32, false>(sb + OFF_Q + qb * Q_BYTES, Q + base + (size_t)row0 * D, S - row0, ptid);
+          cp_async_arrive_noinc(bar_qfull(qb));
+        }
         const int kv0 = j * TILE_N;
-        load_rows(sK(s), 0, kg, kv0, TILE_N, S, ptid, NPW * 32);
-        for (int blk = pw; blk < TILE_N / 16; blk += NPW) load_rows(sVr(s), 16 * blk, vg, kv0 + 16 * blk, 16, S, lane, 32);
+        load_tile<TILE_N, NPW * 32>(sK(s), K + base + (size_t)kv0 * D, S - kv0, ptid);
+#pragma unroll(VB_UNROLL)
+        for (int i = 0; i < TILE_N / 16 / NPW; ++i) {  // this warp's 16-key blocks of V
+          const int blk = pw + i * NPW;
+          load_tile<16, 32>(sVr(s) + 16 * blk * D, V + base + (size_t)(kv0 + 16 * blk) * D, S - kv0 - 16 * blk, lane);
+        }
         cp_async_commit();
         if (it > 0 && free_now) {
           cp_async_wait<1>();
@@ -720,61 +825,75 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   } else {
     // -------- consumer warpgroups --------
     if (NCWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 208;" ::: "memory");
-    const int ctid = threadIdx.x & 127;
-    uint32_t it = 0;
+    uint32_t it = 0, k = 0;  // tiles, items
     GroupState st;
-    for (int w = w_first; w < total; w += w_step) {
+    for (int w = w_first; w < total; w += w_step, ++k) {
       int bh, mt;
       item(w, bh, mt);
       const int row0 = mt * TILE_M;
       EVO_DEBUG_ITEM(bh);
-      load_rows(sQ, wg * 64, Q + (size_t)bh * S * D, row0 + wg * 64, 64, S, ctid, 128);
-      cp_async_commit();
-      cp_async_wait<0>();
+      const int qb = k & 1;
+      sQ = sb + OFF_Q + qb * Q_BYTES;
+      mbar_wait(bar_qfull(qb), (k >> 1) & 1);  // the producers loaded this item's Q
       fence_proxy_async();
-      named_bar(1 + wg, 128);
       begin_item(st);
       const int n_kv = kv_tiles(mt);
       // Software pipeline inside the warpgroup (as FlashAttention-3): Q·Kᵀ of tile j and P·V of
       // tile j-1 are issued back to back, and the softmax of tile j runs while P·V(j-1) is still
-      // on the tensor cores; stage j-1 is released once P·V(j-1) is done.
+      // on the tensor cores; stage j-1 is released once P·V(j-1) is done. The tiles that need
+      // P = hi + lo (masked ones, a lone tile) are a suffix of the item's tiles, from n_main on;
+      // the loop is written twice so that every P·V's shape is known at compile time.
+      const int n_main = n_kv == 1 ? 0 : min(n_kv, min(S / TILE_N, CAUSAL ? (row0 + 1) / TILE_N : n_kv));
+      // ptxas follows wgmma groups only along branch-free paths: a run-time branch around an
+      // issue or a wait (j > 0) made it serialise every wgmma of the kernel (C7514). So tile 0 is
+      // peeled (FIRST) and every branch below is on compile-time constants.
       float s[TILE_N / 2];
       uint32_t pa[TILE_N / 32][4], pl[TILE_N / 32][4];
-      bool split_prev = false;
-      for (int j = 0; j < n_kv; ++j, ++it) {
+      auto step = [&](int j, auto first_c, auto prev_split_c) {
+        constexpr bool FIRST = decltype(first_c)::value;
         const int st_j = it % STAGES;
         mbar_wait(bar_full(st_j), (it / STAGES) & 1);
-        bool masked, split;
-        tile_flags(row0, j * TILE_N, n_kv, masked, split);
+        bool masked, split_unused;
+        tile_flags(row0, j * TILE_N, n_kv, masked, split_unused);
         issue_s(s, sK(st_j));
-        if (j > 0) {
-          issue_pv(st, pa, pl, split_prev, sVt((it - 1) % STAGES));
-          wgmma_wait1();  // Q·Kᵀ(j) done; P·V(j-1) may still run
-        } else {
+        if (FIRST) {
           wgmma_wait0();
+        } else {
+          issue_pv_c(st, pa, pl, prev_split_c, sVt((it - 1) % STAGES));
+          wgmma_wait1();  // Q·Kᵀ(j) done; P·V(j-1) may still run
         }
         fence_regs(s);
         float alpha[2];
-        softmax(st, s, row0, j * TILE_N, masked, alpha);
-        if (j > 0) {
+        const bool rescale_o = softmax(st, s, row0, j * TILE_N, masked, alpha);
+        if (!FIRST) {
           wgmma_wait0();  // P·V(j-1) done: O may be rescaled, stage j-1 released
           fence_regs(st.o);
           __syncwarp();
           if (lane == 0) mbar_arrive(bar_empty((it - 1) % STAGES));
+          if (rescale_o) rescale(st, alpha);  // (O is still 0 on the first tile)
         }
-        rescale(st, alpha);
-        pack_p(s, pa, pl, split);
-        split_prev = split;
-      }
+        pack_p(s, pa, pl, j >= n_main);
+      };
       if (n_kv > 0) {
-        issue_pv(st, pa, pl, split_prev, sVt((it - 1) % STAGES));
-        wgmma_wait0();
+        step(0, Bool<true>{}, Bool<false>{});
+        ++it;
+        int j = 1;
+        for (; j < n_kv && j <= n_main; ++j, ++it) step(j, Bool<false>{}, Bool<false>{});  // P·V(j-1) is a main tile
+        for (; j < n_kv; ++j, ++it) step(j, Bool<false>{}, Bool<true>{});
+        if (n_kv - 1 >= n_main) {
+          issue_pv_c(st, pa, pl, Bool<true>{}, sVt((it - 1) % STAGES));
+          wgmma_wait0();
+        } else {
+          issue_pv_c(st, pa, pl, Bool<false>{}, sVt((it - 1) % STAGES));
+          wgmma_wait0();
+        }
         fence_regs(st.o);
         __syncwarp();
         if (lane == 0) mbar_arrive(bar_empty((it - 1) % STAGES));
       }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(bar_qempty(qb));  // this warp's Q·Kᵀ are all done
       end_item(st, bh, row0);
-      named_bar(1 + wg, 128);  // the whole warpgroup is done with Q before it is reloaded
     }
   }
 #else
