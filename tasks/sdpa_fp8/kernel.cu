@@ -193,6 +193,22 @@ __device__ __forceinline__ float fexp2(float x) {
 #endif
 }
 
+#ifndef EXP_POLY  // experimental: of every 4 chunks of 4 scores, how many take exp2_poly
+#define EXP_POLY 0
+#endif
+// 2^x on the FMA and ALU pipes (no MUFU), for x <= 8 (x <= -125, -inf included, gives ~2^-125): round x to an integer j
+// with the 1.5·2^23 trick, a degree-3 polynomial for 2^f on f = x - j in [-0.5, 0.5] (relative
+// error 7.5e-5, far below e4m3's 2^-4 and the hi+lo split's 2^-8), and j added to the exponent.
+__device__ __forceinline__ float exp2_poly(float x) {
+  x = fmaxf(x, -125.f);  // 2^-125 is as good as 0 here, and the exponent below stays >= 1
+  const float r = x + 12582912.f;  // 1.5 · 2^23: r's low mantissa bits hold round(x)
+  const float f = x - (r - 12582912.f);
+  float p = fmaf(0.05517249f, f, 0.24261123f);  // near-minimax on [-0.5, 0.5]: max rel. error 7.5e-5
+  p = fmaf(p, f, 0.69326084f);
+  p = fmaf(p, f, 0.99992806f);
+  return __uint_as_float(__float_as_uint(p) + (__float_as_uint(r) << 23));  // + round(x) in the exponent
+}
+
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
@@ -326,7 +342,9 @@ constexpr int KV_BYTES = TILE_N * D;                               // a K, raw V
 constexpr int NVT = USE_WARP_SPECIALIZATION ? STAGES : 1;
 constexpr int NQB = USE_WARP_SPECIALIZATION ? 2 : 1;
 constexpr int VB_PER_WARP = NPW > 0 ? TILE_N / 16 / NPW : 1;        // WS=1: 16-key V blocks per producer warp
-constexpr int VB_UNROLL = VB_PER_WARP <= 2 ? VB_PER_WARP : 1;      // (unrolling more spilled)              // Q buffers (WS=1: the next item's Q)
+// Unrolled only for 4 producer warps: with 1 or 2 (longer K loads each) the 88 producer
+// registers spilled.
+constexpr int VB_UNROLL = VB_PER_WARP == 2 && NPW == 4 ? 2 : 1;              // Q buffers (WS=1: the next item's Q)
 constexpr int OFF_Q = 1024;                                        // after the mbarriers
 constexpr int OFF_K = OFF_Q + NQB * Q_BYTES;
 constexpr int OFF_VR = OFF_K + STAGES * KV_BYTES;
@@ -353,11 +371,18 @@ __device__ __forceinline__ uint32_t swz(uint32_t off) {
 
 // wgmma shared-memory descriptor of a K-major tile of R-byte rows starting at `addr`
 // (8-row groups R·8 bytes apart; swizzle mode 1 = 128 B, 2 = 64 B, 3 = 32 B).
+// The low word holds the address (bits 4..17) and LBO = 1; the high word SBO and the mode, a
+// constant. Tiles move by multiples of 16 bytes inside shared memory (< 256 KB), so a
+// descriptor's low word plus (bytes >> 4) is the descriptor of the moved tile: the kernel keeps
+// low words and adds offsets (one integer add per wgmma instead of recomputing the fields).
 template <int R>
-__device__ __forceinline__ uint64_t gmma_desc(uint32_t addr) {
+__device__ __forceinline__ uint32_t gmma_lo(uint32_t addr) {
+  return ((addr & 0x3FFFF) >> 4) | (1u << 16);
+}
+template <int R>
+__device__ __forceinline__ uint64_t gmma_desc_lo(uint32_t lo) {
   constexpr uint64_t mode = R == 128 ? 1 : (R == 64 ? 2 : 3);
-  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)((8 * R) >> 4) << 32) |
-         (mode << 62);
+  return (uint64_t)lo | ((uint64_t)((8 * R) >> 4) << 32) | (mode << 62);
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -518,6 +543,10 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   extern __shared__ __align__(1024) uint8_t smem[];
   const uint32_t sb = (smem_u32(smem) + 1023u) & ~1023u;
   uint32_t sQ = sb + OFF_Q;  // the Q tile of the current item (WS=1: one of two buffers)
+  // consumer warpgroup (consumers only); the shuffle tells the compiler it is warp-uniform, so
+  // the descriptors built from it live in uniform registers
+  const int wg = __shfl_sync(0xffffffffu, (int)(threadIdx.x >> 7), 0);
+  uint32_t q_lo = gmma_lo<D>(sQ + wg * 64 * D);  // descriptor low word of this warpgroup's Q rows
   auto sK = [&](int s) { return sb + OFF_K + s * KV_BYTES; };
   auto sVr = [&](int s) { return sb + OFF_VR + s * KV_BYTES; };
   auto sVt = [&](int s) { return sb + OFF_VT + (NVT == 1 ? 0 : s) * KV_BYTES; };
@@ -531,7 +560,6 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   const int warp = threadIdx.x >> 5;
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int wg = warp >> 2;  // consumer warpgroup (consumers only)
   const float c_log2 = q_scale * k_scale * rsqrtf((float)D) * 1.4426950408889634f;
   const Schedule sched(batch, heads, S);
   const int total = sched.total, w_first = sched.first, w_step = sched.step;
@@ -546,11 +574,11 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
 #endif
   // ---- the pieces of one tile of one consumer warpgroup ----
   // S = Q·Kᵀ (asynchronous: issued and committed, not waited for)
-  auto issue_s = [&](float (&s)[TILE_N / 2], uint32_t kt) {
-    const uint32_t qa = sQ + wg * 64 * D;
+  // (descriptor low words: q_lo of this warpgroup's Q rows, k_lo of the K tile; +2 per 32 bytes)
+  auto issue_s = [&](float (&s)[TILE_N / 2], uint32_t k_lo) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 32; ++kk) wgmma_ss(s, gmma_desc<D>(qa + kk * 32), gmma_desc<D>(kt + kk * 32), kk);
+    for (int kk = 0; kk < D / 32; ++kk) wgmma_ss(s, gmma_desc_lo<D>(q_lo + 2 * kk), gmma_desc_lo<D>(k_lo + 2 * kk), kk);
     wgmma_commit();
     fence_regs(s);
   };
@@ -628,10 +656,10 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     for (int c = 0; c < TILE_N / 8; ++c)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int h = e >> 1;
-        const float p = fexp2(fmaf(s[4 * c + e], c_log2, bias[h]));
+        const float x = fmaf(s[4 * c + e], c_log2, bias[e >> 1]);
+        const float p = (c & 3) < EXP_POLY ? exp2_poly(x) : fexp2(x);
         s[4 * c + e] = p;
-        sum[h][(2 * c + (e & 1)) & 3] += p;
+        sum[e >> 1][(2 * c + (e & 1)) & 3] += p;
       }
 #pragma unroll
     for (int h = 0; h < 2; ++h)
@@ -678,13 +706,13 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   // constant (Bool<>): with a run-time branch inside the group ptxas closed the group early and
   // added an empty commit group, so the pipeline's wait_group 1 waited for P·V as well (SASS).
   auto issue_pv_c = [&](GroupState& st, const uint32_t (&pa)[TILE_N / 32][4], const uint32_t (&pl)[TILE_N / 32][4],
-                        auto split_c, uint32_t vt) {
+                        auto split_c, uint32_t vt_lo) {
     wgmma_fence();
 #pragma unroll
-    for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pa[b], gmma_desc<TILE_N>(vt + b * 32), 1);
+    for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pa[b], gmma_desc_lo<TILE_N>(vt_lo + 2 * b), 1);
     if (decltype(split_c)::value) {
 #pragma unroll
-      for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pl[b], gmma_desc<TILE_N>(vt + b * 32), 1);
+      for (int b = 0; b < TILE_N / 32; ++b) wgmma_rs(st.o, pl[b], gmma_desc_lo<TILE_N>(vt_lo + 2 * b), 1);
     }
     wgmma_commit();
     fence_regs(st.o);
@@ -701,7 +729,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
   auto consume_tile = [&](GroupState& st, uint32_t kt, uint32_t vt, int row0, int kv0, bool masked, bool split,
                           auto&& mid) {
     float s[TILE_N / 2];
-    issue_s(s, kt);
+    issue_s(s, gmma_lo<D>(kt));
     mid();
     wgmma_wait0();
     fence_regs(s);
@@ -709,7 +737,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     if (softmax(st, s, row0, kv0, masked, alpha)) rescale(st, alpha);
     uint32_t pa[TILE_N / 32][4], pl[TILE_N / 32][4];
     pack_p(s, pa, pl, split);
-    issue_pv(st, pa, pl, split, vt);
+    issue_pv(st, pa, pl, split, gmma_lo<TILE_N>(vt));
     wgmma_wait0();
     fence_regs(st.o);
   };
@@ -734,7 +762,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       float l = st.l[h];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? v_scale / l : 0.f;
+      const float inv = l > 0.f ? __fdividef(v_scale, l) : 0.f;
       const int row = r0 + 8 * h;
       if (row < S) {
         uint32_t* orow = reinterpret_cast<uint32_t*>(ob + (size_t)row * D + 2 * t);
@@ -769,9 +797,8 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     const int pw = warp - NCW;
     if (pw >= NPW) return;  // the producer warpgroup's idle warps
     const int ptid = pw * 32 + lane;
-    uint32_t it = 0;
-    auto finish = [&](uint32_t done) {
-      const int s = done % STAGES;
+    uint32_t it = 0, stage = 0, phase = 0, prev = 0;  // tiles; tile it's stage and parity; it-1's stage
+    auto finish = [&](uint32_t s) {
       __syncwarp();  // this warp's raw V rows are in (each lane waited for its own copies)
 #pragma unroll(VB_UNROLL)
       for (int i = 0; i < TILE_N / 16 / NPW; ++i) transpose_v(sVr(s), sVt(s), pw + i * NPW, lane);
@@ -785,15 +812,14 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       const int n_kv = kv_tiles(mt);
       const size_t base = (size_t)bh * S * D;
       for (int j = 0; j < n_kv; ++j, ++it) {
-        const int s = it % STAGES;
-        const uint32_t par = ((it / STAGES) & 1) ^ 1;
+        const uint32_t s = stage, par = phase ^ 1;
         // The consumers release a stage only after the NEXT tile is full (their P·V runs one
         // tile behind), so tile it-1 must not wait for a free stage: finish it first unless the
         // stage for tile it is already free (then copy ahead, and transpose under the copies).
         const bool free_now = __all_sync(0xffffffffu, mbar_test(bar_empty(s), par));
         if (it > 0 && !free_now) {
           cp_async_wait<0>();
-          finish(it - 1);
+          finish(prev);
         }
         mbar_wait(bar_empty(s), par);
         if (j == 0) {
@@ -814,18 +840,21 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
         cp_async_commit();
         if (it > 0 && free_now) {
           cp_async_wait<1>();
-          finish(it - 1);
+          finish(prev);
         }
+        prev = s;
+        if (++stage == STAGES) stage = 0, phase ^= 1;
       }
     }
     if (it > 0) {
       cp_async_wait<0>();
-      finish(it - 1);
+      finish(prev);
     }
   } else {
     // -------- consumer warpgroups --------
     if (NCWG == 2) asm volatile("setmaxnreg.inc.sync.aligned.u32 208;" ::: "memory");
-    uint32_t it = 0, k = 0;  // tiles, items
+    uint32_t stage = 0, phase = 0, k = 0;  // the next tile's stage and its parity; items
+    const uint32_t k_lo0 = gmma_lo<D>(sK(0)), vt_lo0 = gmma_lo<TILE_N>(sVt(0));  // stage 0's descriptors
     GroupState st;
     for (int w = w_first; w < total; w += w_step, ++k) {
       int bh, mt;
@@ -834,6 +863,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       EVO_DEBUG_ITEM(bh);
       const int qb = k & 1;
       sQ = sb + OFF_Q + qb * Q_BYTES;
+      q_lo = gmma_lo<D>(sQ + wg * 64 * D);
       mbar_wait(bar_qfull(qb), (k >> 1) & 1);  // the producers loaded this item's Q
       fence_proxy_async();
       begin_item(st);
@@ -845,51 +875,49 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
       // the loop is written twice so that every P·V's shape is known at compile time.
       const int n_main = n_kv == 1 ? 0 : min(n_kv, min(S / TILE_N, CAUSAL ? (row0 + 1) / TILE_N : n_kv));
       // ptxas follows wgmma groups only along branch-free paths: a run-time branch around an
-      // issue or a wait (j > 0) made it serialise every wgmma of the kernel (C7514). So tile 0 is
-      // peeled (FIRST) and every branch below is on compile-time constants.
+      // issue or a wait (say j > 0) made it serialise every wgmma of the kernel (C7514). So every
+      // tile issues Q·Kᵀ(j) and P·V(j-1), and tile 0 issues a P·V of P = 0 (adds exactly 0).
       float s[TILE_N / 2];
       uint32_t pa[TILE_N / 32][4], pl[TILE_N / 32][4];
-      auto step = [&](int j, auto first_c, auto prev_split_c) {
-        constexpr bool FIRST = decltype(first_c)::value;
-        const int st_j = it % STAGES;
-        mbar_wait(bar_full(st_j), (it / STAGES) & 1);
+#pragma unroll
+      for (int b = 0; b < TILE_N / 32; ++b)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) pa[b][q] = 0u;
+      uint32_t prev = 0;  // stage of tile it-1
+      auto step = [&](int j, auto prev_split_c) {
+        const uint32_t cur = stage;
+        mbar_wait(bar_full(cur), phase);
         bool masked, split_unused;
         tile_flags(row0, j * TILE_N, n_kv, masked, split_unused);
-        issue_s(s, sK(st_j));
-        if (FIRST) {
-          wgmma_wait0();
-        } else {
-          issue_pv_c(st, pa, pl, prev_split_c, sVt((it - 1) % STAGES));
-          wgmma_wait1();  // Q·Kᵀ(j) done; P·V(j-1) may still run
-        }
+        issue_s(s, k_lo0 + cur * (KV_BYTES >> 4));
+        issue_pv_c(st, pa, pl, prev_split_c, vt_lo0 + (j > 0 ? prev : cur) * (KV_BYTES >> 4));
+        wgmma_wait1();  // Q·Kᵀ(j) done; P·V(j-1) may still run
         fence_regs(s);
         float alpha[2];
         const bool rescale_o = softmax(st, s, row0, j * TILE_N, masked, alpha);
-        if (!FIRST) {
-          wgmma_wait0();  // P·V(j-1) done: O may be rescaled, stage j-1 released
-          fence_regs(st.o);
-          __syncwarp();
-          if (lane == 0) mbar_arrive(bar_empty((it - 1) % STAGES));
-          if (rescale_o) rescale(st, alpha);  // (O is still 0 on the first tile)
-        }
+        wgmma_wait0();  // P·V(j-1) done: O may be rescaled, stage j-1 released
+        fence_regs(st.o);
+        __syncwarp();
+        if (j > 0 && lane == 0) mbar_arrive(bar_empty(prev));
+        if (rescale_o) rescale(st, alpha);
         pack_p(s, pa, pl, j >= n_main);
+        prev = cur;
+        if (++stage == STAGES) stage = 0, phase ^= 1;
       };
       if (n_kv > 0) {
-        step(0, Bool<true>{}, Bool<false>{});
-        ++it;
-        int j = 1;
-        for (; j < n_kv && j <= n_main; ++j, ++it) step(j, Bool<false>{}, Bool<false>{});  // P·V(j-1) is a main tile
-        for (; j < n_kv; ++j, ++it) step(j, Bool<false>{}, Bool<true>{});
+        int j = 0;
+        for (; j < n_kv && j <= n_main; ++j) step(j, Bool<false>{});  // P·V(j-1) is a main tile
+        for (; j < n_kv; ++j) step(j, Bool<true>{});
         if (n_kv - 1 >= n_main) {
-          issue_pv_c(st, pa, pl, Bool<true>{}, sVt((it - 1) % STAGES));
+          issue_pv_c(st, pa, pl, Bool<true>{}, vt_lo0 + prev * (KV_BYTES >> 4));
           wgmma_wait0();
         } else {
-          issue_pv_c(st, pa, pl, Bool<false>{}, sVt((it - 1) % STAGES));
+          issue_pv_c(st, pa, pl, Bool<false>{}, vt_lo0 + prev * (KV_BYTES >> 4));
           wgmma_wait0();
         }
         fence_regs(st.o);
         __syncwarp();
-        if (lane == 0) mbar_arrive(bar_empty((it - 1) % STAGES));
+        if (lane == 0) mbar_arrive(bar_empty(prev));
       }
       __syncwarp();
       if (lane == 0) mbar_arrive(bar_qempty(qb));  // this warp's Q·Kᵀ are all done
