@@ -193,22 +193,6 @@ __device__ __forceinline__ float fexp2(float x) {
 #endif
 }
 
-#ifndef EXP_POLY  // experimental: of every 4 chunks of 4 scores, how many take exp2_poly
-#define EXP_POLY 0
-#endif
-// 2^x on the FMA and ALU pipes (no MUFU), for x <= 8 (x <= -125, -inf included, gives ~2^-125): round x to an integer j
-// with the 1.5·2^23 trick, a degree-3 polynomial for 2^f on f = x - j in [-0.5, 0.5] (relative
-// error 7.5e-5, far below e4m3's 2^-4 and the hi+lo split's 2^-8), and j added to the exponent.
-__device__ __forceinline__ float exp2_poly(float x) {
-  x = fmaxf(x, -125.f);  // 2^-125 is as good as 0 here, and the exponent below stays >= 1
-  const float r = x + 12582912.f;  // 1.5 · 2^23: r's low mantissa bits hold round(x)
-  const float f = x - (r - 12582912.f);
-  float p = fmaf(0.05517249f, f, 0.24261123f);  // near-minimax on [-0.5, 0.5]: max rel. error 7.5e-5
-  p = fmaf(p, f, 0.69326084f);
-  p = fmaf(p, f, 0.99992806f);
-  return __uint_as_float(__float_as_uint(p) + (__float_as_uint(r) << 23));  // + round(x) in the exponent
-}
-
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
@@ -657,7 +641,7 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float x = fmaf(s[4 * c + e], c_log2, bias[e >> 1]);
-        const float p = (c & 3) < EXP_POLY ? exp2_poly(x) : fexp2(x);
+        const float p = fexp2(x);
         s[4 * c + e] = p;
         sum[e >> 1][(2 * c + (e & 1)) & 3] += p;
       }
