@@ -89,6 +89,22 @@ def knob_configs(task, which):
     return out
 
 
+def parse_combos(text):
+    """--combos: 'all' or 'D,CAUSAL;D,CAUSAL...' with D in {64, 128} and CAUSAL in {0, 1}."""
+    if text == "all":
+        return [(D, C) for D in (64, 128) for C in (0, 1)]
+    out = []
+    for part in text.split(";"):
+        try:
+            D, C = (int(x) for x in part.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a D,CAUSAL pair (e.g. 128,0)") from None
+        if D not in (64, 128) or C not in (0, 1):
+            raise argparse.ArgumentTypeError(f"{part!r}: D must be 64 or 128 and CAUSAL 0 or 1")
+        out.append((D, C))
+    return out
+
+
 def cfg_key(cfg):
     return ",".join(f"{k}={v}" for k, v in cfg.items())
 
@@ -393,9 +409,12 @@ def main():
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 8)
     ap.add_argument("--src", default=os.path.join(HERE, "kernel.cu"),
                     help="kernel source (default: the task's kernel.cu; another file to A/B a change)")
-    ap.add_argument("--combos", default="all", help="'all' or ';'-separated D,CAUSAL pairs, e.g. '128,0'")
+    ap.add_argument("--combos", default="all", type=parse_combos,
+                    help="'all' or ';'-separated D,CAUSAL pairs, e.g. '128,0;64,1'")
     ap.add_argument("--no-sweep", action="store_true", help="time the mission shapes only")
     a = ap.parse_args()
+    if not os.path.isfile(a.src):
+        ap.error(f"--src {a.src}: no such file")
     if a.child:
         child(a.child, a.start, a.progress)
         return
@@ -411,8 +430,7 @@ def main():
     task = load_task()
     cfgs = knob_configs(task, a.configs)
     src = a.src
-    combos = ([(D, C) for D in (64, 128) for C in (0, 1)] if a.combos == "all" else
-              [tuple(int(x) for x in p.split(",")) for p in a.combos.split(";")])
+    combos = a.combos
     jf = open(os.path.join(a.out, "results.jsonl"), "w")
 
     # 1. compile

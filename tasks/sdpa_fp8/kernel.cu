@@ -294,8 +294,9 @@ struct Schedule {
 //               gives a thread keys {2t, 2t+1, 8+2t, 9+2t} (+16h) of a row where the A fragment
 //               wants 4 consecutive k; instead of shuffling P, Vᵀ stores its keys in that same
 //               permuted order (a dot product does not care), which the transpose gets for free.
-//   P in e4m3: P = exp2(s·c − m·c + 6) ∈ [0, 256] (m may lag the true max by 2, see softmax; the 2⁶ keeps small probabilities out of the
-//               e4m3 subnormals; it cancels against the row sum). e4m3 rounds P by up to 2⁻⁴
+//   P in e4m3: P = exp2(s·c − m·c + 6) ∈ [0, 256] (m may lag the true max by 2, see softmax;
+//               the 2⁶ keeps small probabilities out of the e4m3 subnormals; it cancels against
+//               the row sum). e4m3 rounds P by up to 2⁻⁴
 //               relative: harmless over many keys, but a row that sees few keys (causal first
 //               rows, tails, S < TILE_N) would miss 0.06. Such tiles (every masked tile, and a
 //               lone tile) use P = hi + lo, two e4m3 parts, and run P·V twice: 2⁻⁸ relative.
@@ -324,11 +325,11 @@ constexpr int LOADERS = NUM_PRODUCER_WARPS * 32;                   // WS=0: cp.a
 constexpr int Q_BYTES = TILE_M * D;
 constexpr int KV_BYTES = TILE_N * D;                               // a K, raw V or Vᵀ tile
 constexpr int NVT = USE_WARP_SPECIALIZATION ? STAGES : 1;
-constexpr int NQB = USE_WARP_SPECIALIZATION ? 2 : 1;
-constexpr int VB_PER_WARP = NPW > 0 ? TILE_N / 16 / NPW : 1;        // WS=1: 16-key V blocks per producer warp
-// Unrolled only for 4 producer warps: with 1 or 2 (longer K loads each) the 88 producer
-// registers spilled.
-constexpr int VB_UNROLL = VB_PER_WARP == 2 && NPW == 4 ? 2 : 1;              // Q buffers (WS=1: the next item's Q)
+constexpr int NQB = USE_WARP_SPECIALIZATION ? 2 : 1;              // Q buffers (WS=1: the next item's Q)
+constexpr int VB_PER_WARP = NPW > 0 ? TILE_N / 16 / NPW : 1;       // WS=1: 16-key V blocks per producer warp
+// The V-block loop is unrolled only for 4 producer warps: with 1 or 2 (longer K loads each)
+// the 88 producer registers spilled.
+constexpr int VB_UNROLL = VB_PER_WARP == 2 && NPW == 4 ? 2 : 1;
 constexpr int OFF_Q = 1024;                                        // after the mbarriers
 constexpr int OFF_K = OFF_Q + NQB * Q_BYTES;
 constexpr int OFF_VR = OFF_K + STAGES * KV_BYTES;
@@ -452,18 +453,12 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const uint8_t* g, int v
   static_assert(NTHR % CPR == 0 && (NROWS * CPR) % NTHR == 0, "tile loader shape");
   const int r0 = tid / CPR, c = tid % CPR;
   const uint8_t* gc = g + c * 16;
-  if (UNROLL) {
-#pragma unroll(ITERS <= 8 ? ITERS : 4)  // more copies in flight than that cost the producers spills
-    for (int i = 0; i < ITERS; ++i) {
-      const int r = r0 + i * STEP;
-      cp_async16(tile + swz<D>(r * D + c * 16), gc + min(r, valid - 1) * D);
-    }
-  } else {
-#pragma unroll 1
-    for (int i = 0; i < ITERS; ++i) {
-      const int r = r0 + i * STEP;
-      cp_async16(tile + swz<D>(r * D + c * 16), gc + min(r, valid - 1) * D);
-    }
+  // (more than 8 copies in flight per thread cost the producers spills)
+  constexpr int UNR = !UNROLL ? 1 : (ITERS <= 8 ? ITERS : 4);
+#pragma unroll(UNR)
+  for (int i = 0; i < ITERS; ++i) {
+    const int r = r0 + i * STEP;
+    cp_async16(tile + swz<D>(r * D + c * 16), gc + min(r, valid - 1) * D);
   }
 }
 
@@ -660,9 +655,8 @@ sdpa_fp8_kernel(const uint8_t* __restrict__ Q, const uint8_t* __restrict__ K, co
     }
   };
   // P as e4m3 A fragments; with SPLIT also lo = P − hi (a second e4m3 pass: 2⁻⁸ instead of 2⁻⁴).
-  // SPLIT is a compile-time constant (Bool<>) on both sides of one branch on `split`: a branch
-  // inside the wgmma sequence made ptxas end the P·V group early and add an empty commit group,
-  // which turned the pipeline's wait_group 1 into a wait for P·V as well (seen in the SASS).
+  // SPLIT is a compile-time constant (Bool<>), chosen by one branch in pack_p: a run-time test
+  // per fragment compiled to 16 branches per tile.
   auto pack_p_c = [&](const float (&s)[TILE_N / 2], uint32_t (&pa)[TILE_N / 32][4], uint32_t (&pl)[TILE_N / 32][4],
                       auto split_c) {
 #pragma unroll

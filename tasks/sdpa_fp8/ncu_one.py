@@ -21,6 +21,8 @@ ap.add_argument("--src", default=os.path.join(check.HERE, "kernel.cu"))
 ap.add_argument("--causal", action="store_true")
 ap.add_argument("--launches", type=int, default=2)
 a = ap.parse_args()
+if not os.path.isfile(a.src):
+    ap.error(f"--src {a.src}: no such file")
 
 cfg = check.knob_configs(check.load_task(), a.cfg)[0]
 B, H, S, D, C = 8, 16, 2048, 128, int(a.causal)
