@@ -503,18 +503,8 @@ impl CompileGate {
             )));
         }
         let log = truncate(&run.output, MAX_LOG_CHARS);
-        let refused = |reason, message| {
-            Ok((
-                CubinCache::record(
-                    key,
-                    toolchain,
-                    run.seconds,
-                    &log,
-                    CachedResult::Refused { reason, message },
-                ),
-                Vec::new(),
-            ))
-        };
+        let refused =
+            |reason, message| refused_record(key, toolchain, run.seconds, &log, reason, message);
         let cubin = match (run.status, &run.cubin) {
             (Some(0), Some(c)) => c.clone(),
             (Some(0), None) => {
@@ -572,18 +562,8 @@ impl CompileGate {
             .compile(&job.source, &job.file_name, &job.entry, &options)
             .map_err(CompileError::Toolchain)?;
         let log = truncate(&run.log, MAX_LOG_CHARS);
-        let refused = |reason, message| {
-            Ok((
-                CubinCache::record(
-                    key,
-                    toolchain,
-                    run.seconds,
-                    &log,
-                    CachedResult::Refused { reason, message },
-                ),
-                Vec::new(),
-            ))
-        };
+        let refused =
+            |reason, message| refused_record(key, toolchain, run.seconds, &log, reason, message);
         match &run.status {
             NvrtcStatus::Success => {}
             NvrtcStatus::Compilation => {
@@ -627,6 +607,28 @@ impl CompileGate {
             cubin,
         ))
     }
+}
+
+/// A compile the gate refuses (the compiler said no, or the entry is missing): recorded in the
+/// cache with its log, and no cubin.
+fn refused_record(
+    key: &str,
+    toolchain: &str,
+    seconds: f64,
+    log: &str,
+    reason: RejectReason,
+    message: String,
+) -> Result<(cache::CacheRecord, Vec<u8>), CompileError> {
+    Ok((
+        CubinCache::record(
+            key,
+            toolchain,
+            seconds,
+            log,
+            CachedResult::Refused { reason, message },
+        ),
+        Vec::new(),
+    ))
 }
 
 /// The resources ptxas reported for `symbol`.
