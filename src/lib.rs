@@ -9,6 +9,7 @@
 pub mod candidate;
 pub mod cuda;
 pub mod eval;
+pub mod import;
 pub mod insight;
 pub mod llm;
 pub mod report;

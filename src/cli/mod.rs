@@ -3,6 +3,7 @@
 
 mod compile;
 mod gpu;
+mod import;
 mod progress;
 mod report;
 mod runs;
@@ -28,7 +29,8 @@ use clap::{Parser, Subcommand, ValueEnum};
   evoengineer report 3 --out report3                           run 3 as report3/report.html
   evoengineer tune tasks/gemm_bf16 --gpus all                   one worker process per GPU of this host
   evoengineer tune tasks/gemm_bf16 --db postgres://h/evo --external-workers --batch 16
-  evoengineer worker --db postgres://h/evo --gpus all           on each host: measure queued candidates")]
+  evoengineer worker --db postgres://h/evo --gpus all           on each host: measure queued candidates
+  evoengineer import kernel-tuner A100.json.gz --spec conv.json --out tasks/conv-a100")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,6 +60,8 @@ enum Command {
     Study(study::StudyArgs),
     /// Write a run as one self-contained HTML page with charts (DIR/report.html).
     Report(report::ReportArgs),
+    /// Turn another autotuner's measurements into a task folder and a landscape.
+    Import(import::ImportArgs),
 }
 
 /// Where runs are recorded.
@@ -120,6 +124,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Worker(a) => worker::run(a),
         Command::Study(a) => study::run(a),
         Command::Report(a) => report::run(a),
+        Command::Import(a) => import::run(a),
     }
 }
 

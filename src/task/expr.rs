@@ -26,8 +26,70 @@ static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
     );
     engine.register_fn("min", |a: i64, b: i64| a.min(b));
     engine.register_fn("max", |a: i64, b: i64| a.max(b));
+    // For constraints translated from Python (`evoengineer import kernel-tuner`).
+    engine.register_fn("min", |a: f64, b: f64| a.min(b));
+    engine.register_fn("max", |a: f64, b: f64| a.max(b));
+    engine.register_fn("floordiv", |a: i64, b: i64| {
+        py_int_divmod(a, b).map(|(q, _)| q)
+    });
+    engine.register_fn("pymod", |a: i64, b: i64| {
+        py_int_divmod(a, b).map(|(_, r)| r)
+    });
+    engine.register_fn("floordiv", |a: f64, b: f64| {
+        py_float_divmod(a, b).map(|(q, _)| q)
+    });
+    engine.register_fn("pymod", |a: f64, b: f64| {
+        py_float_divmod(a, b).map(|(_, r)| r)
+    });
     engine
 });
+
+type Fallible<T> = Result<T, Box<rhai::EvalAltResult>>;
+
+/// Python's `divmod` on integers: the quotient floors toward negative infinity and the
+/// remainder takes the divisor's sign.
+fn py_int_divmod(a: i64, b: i64) -> Fallible<(i64, i64)> {
+    if b == 0 {
+        return Err("integer division or modulo by zero".into());
+    }
+    let (q, r) = a
+        .checked_div(b)
+        .zip(a.checked_rem(b))
+        .ok_or("integer overflow in floor division")?;
+    if r != 0 && ((r < 0) != (b < 0)) {
+        Ok((q - 1, r + b))
+    } else {
+        Ok((q, r))
+    }
+}
+
+/// Python's `divmod` on floats, as CPython computes it (`float_divmod`).
+fn py_float_divmod(a: f64, b: f64) -> Fallible<(f64, f64)> {
+    if b == 0.0 {
+        return Err("float division or modulo by zero".into());
+    }
+    let mut m = a % b;
+    let mut div = (a - m) / b;
+    if m != 0.0 {
+        if (b < 0.0) != (m < 0.0) {
+            m += b;
+            div -= 1.0;
+        }
+    } else {
+        m = 0.0_f64.copysign(b);
+    }
+    let q = if div != 0.0 {
+        let f = div.floor();
+        if div - f > 0.5 {
+            f + 1.0
+        } else {
+            f
+        }
+    } else {
+        0.0_f64.copysign(a / b)
+    };
+    Ok((q, m))
+}
 
 /// An expression compiled against a fixed set of integer variables.
 #[derive(Clone, Debug)]
@@ -138,6 +200,37 @@ mod tests {
     #[test]
     fn syntax_error_is_reported() {
         assert!(Expr::compile("A * (B", ["A", "B"]).is_err());
+    }
+
+    #[test]
+    fn python_floor_division_and_modulo() {
+        let vars = |a, b| [("A", a), ("B", b)];
+        let fd = Expr::compile("floordiv(A, B)", ["A", "B"]).unwrap();
+        let md = Expr::compile("pymod(A, B)", ["A", "B"]).unwrap();
+        // Python: 7//2=3, -7//2=-4, 7//-2=-4, -7//-2=3; 7%2=1, -7%2=1, 7%-2=-1, -7%-2=-1.
+        for (a, b, q, r) in [
+            (7, 2, 3, 1),
+            (-7, 2, -4, 1),
+            (7, -2, -4, -1),
+            (-7, -2, 3, -1),
+        ] {
+            assert_eq!(fd.eval_int(vars(a, b)).unwrap(), q, "{a}//{b}");
+            assert_eq!(md.eval_int(vars(a, b)).unwrap(), r, "{a}%{b}");
+        }
+        assert!(fd.eval_int(vars(1, 0)).is_err());
+        assert!(md.eval_int(vars(i64::MIN, -1)).is_err());
+        // Floats: -7.5 // 2 = -4.0, -7.5 % 2 = 0.5, 7.5 % -2 = -0.5.
+        let f = Expr::compile(
+            "floordiv(-7.5, 2.0) == -4.0 && pymod(-7.5, 2.0) == 0.5 && pymod(7.5, -2.0) == -0.5",
+            [],
+        )
+        .unwrap();
+        assert!(f.eval_bool([]).unwrap());
+        // True division compares as floats: 7 / 2 == 3.5.
+        let t = Expr::compile("A.to_float() / B.to_float() == 3.5", ["A", "B"]).unwrap();
+        assert!(t.eval_bool(vars(7, 2)).unwrap());
+        let m = Expr::compile("max(1.5, 2.0) == 2.0 && min(1.5, 2.0) == 1.5", []).unwrap();
+        assert!(m.eval_bool([]).unwrap());
     }
 
     #[test]
