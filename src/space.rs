@@ -5,6 +5,7 @@
 //! sampling draws each knob independently, then rejects configs that break a constraint.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,8 @@ pub enum SpaceError {
 pub struct Space {
     knobs: Vec<Knob>,
     constraints: Vec<Constraint>,
+    /// Every valid config, listed once on first demand ([`Space::listed`]).
+    listing: OnceLock<Arc<Vec<Config>>>,
 }
 
 /// How many random draws `sample` makes before it decides the constraints leave nothing.
@@ -74,7 +77,29 @@ pub const SAMPLE_ATTEMPTS: usize = 10_000;
 
 impl Space {
     pub fn new(knobs: Vec<Knob>, constraints: Vec<Constraint>) -> Space {
-        Space { knobs, constraints }
+        Space {
+            knobs,
+            constraints,
+            listing: OnceLock::new(),
+        }
+    }
+
+    /// Every valid config, as [`Space::enumerate`] lists them, if there are at most `limit`
+    /// combinations; listed once per space and shared afterwards (a study runs hundreds of
+    /// searches on one space).
+    pub fn listed(&self, limit: u128) -> Result<Arc<Vec<Config>>, SpaceError> {
+        let size = self.raw_size();
+        if size > limit {
+            return Err(SpaceError::TooLarge {
+                size: format_big(size),
+                limit,
+            });
+        }
+        if let Some(l) = self.listing.get() {
+            return Ok(l.clone());
+        }
+        let all = Arc::new(self.enumerate(limit)?);
+        Ok(self.listing.get_or_init(|| all).clone())
     }
 
     pub fn knobs(&self) -> &[Knob] {

@@ -80,7 +80,14 @@ def load_spec(path):
     params = OrderedDict()
     for p in space["TuningParameters"]:
         values = p["Values"]
-        params[p["Name"]] = ast.literal_eval(values) if isinstance(values, str) else values
+        if isinstance(values, str):
+            try:
+                values = ast.literal_eval(values)
+            except ValueError:
+                # a Python expression such as "[32 * i for i in range(1, 32)]" (older specs):
+                # evaluated with no builtins but range, as benchmark_hub's own loaders do
+                values = eval(values, {"__builtins__": {}, "range": range})  # noqa: S307
+        params[p["Name"]] = values
     name = spec.get("General", {}).get("BenchmarkName") or spec.get("KernelSpecification", {}).get("BenchmarkName")
     return restrictions, params, name
 

@@ -86,6 +86,8 @@ impl DbArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum VariantArg {
+    /// Bayesian optimisation: a Gaussian-process model of run time picks each next config (the default)
+    Surrogate,
     /// Two-layer traverse + elites + profiling insights (EvoEngineer-Full)
     Full,
     /// One best, profiling-guided (EvoEngineer-Insight)
@@ -102,6 +104,7 @@ impl From<VariantArg> for evoengineer::search::Variant {
     fn from(v: VariantArg) -> Self {
         use evoengineer::search::Variant;
         match v {
+            VariantArg::Surrogate => Variant::Surrogate,
             VariantArg::Full => Variant::Full,
             VariantArg::Insight => Variant::Insight,
             VariantArg::Free => Variant::Free,

@@ -23,16 +23,27 @@ use super::{DbArg, VariantArg};
     after_help = "Termination: whichever comes first of --budget evaluations, --patience \
 evaluations without a change of the elite set (not during Full's first layer, never for grid \
 and random), --time-limit, and an exhausted space. A run killed at any point resumes with \
---resume RUN_ID, losing at most the candidate in flight."
+--resume RUN_ID, losing at most the candidate in flight.
+
+The default strategy is surrogate (Bayesian optimisation over the knobs): on twelve \
+benchmark_hub landscapes it beats random search, every Kernel Tuner 1.5 strategy and the \
+seed's full, which is kept under its name (bench/search.md).
+
+Examples:
+  evoengineer tune tasks/gemm_bf16                          the GPU if there is one, else the recorded landscape
+  evoengineer tune tasks/gemm_bf16 --budget 32 --json       at most 32 evaluations; one JSON object at the end
+  evoengineer tune tasks/sdpa_fp8 --variant full            the seed's two-layer search with insights
+  evoengineer tune tasks/x --replay tasks/x/landscapes/a100-mission.jsonl   replay a recorded or imported landscape
+  evoengineer tune --resume 3                               finish an interrupted run"
 )]
 pub struct TuneArgs {
     /// The task folder (holding task.toml); not needed with --resume
     #[arg(value_name = "TASK_DIR", required_unless_present = "resume")]
     task_dir: Option<PathBuf>,
 
-    /// Search strategy
-    #[arg(long, value_enum, default_value = "full")]
-    variant: VariantArg,
+    /// Search strategy [default: surrogate; with --llm: full]
+    #[arg(long, value_enum)]
+    variant: Option<VariantArg>,
 
     /// Evaluations at most [default: 100; grid: no limit]
     #[arg(long, value_name = "N")]
@@ -406,7 +417,11 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
-    let variant: Variant = a.variant.into();
+    let variant: Variant = match (a.variant, &a.llm) {
+        (Some(v), _) => v.into(),
+        (None, Some(_)) => Variant::Full,
+        (None, None) => Variant::Surrogate,
+    };
     let mut s = Settings::new(variant, a.seed);
     s.limits.budget = match (a.budget, variant) {
         (Some(0), _) => bail!("--budget must be at least 1"),

@@ -8,6 +8,7 @@
 //! same code path and goes on from where the record ends.
 
 pub mod elites;
+pub mod gp;
 pub mod step;
 pub mod strategy;
 pub mod termination;
@@ -31,6 +32,8 @@ pub use termination::{Limits, StopReason};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
+    /// Bayesian optimisation with a Gaussian-process surrogate (the default).
+    Surrogate,
     /// Two-layer traverse, elite preservation and insights.
     Full,
     /// One best, profiling-guided.
@@ -44,7 +47,8 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
+        Variant::Surrogate,
         Variant::Full,
         Variant::Insight,
         Variant::Free,
@@ -54,6 +58,7 @@ impl Variant {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Variant::Surrogate => "surrogate",
             Variant::Full => "full",
             Variant::Insight => "insight",
             Variant::Free => "free",

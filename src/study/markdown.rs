@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::Study;
+use super::{PeerArm, ScoreStats, Study};
 
 /// An evaluation count: whole numbers plain, interpolated ones with one decimal, "never" as —.
 pub(crate) fn count(v: f64) -> String {
@@ -176,6 +176,150 @@ pub fn markdown(s: &Study) -> String {
             gap,
             reasons(&d.stopped_by)
         );
+    }
+    scores(&mut o, s);
+    o
+}
+
+/// `+0.52 ± 0.08 (85%)`.
+fn score_cell(s: Option<&ScoreStats>) -> String {
+    match s {
+        Some(s) => format!("{:+.2} ± {:.2} ({})", s.mean, s.ci95, pct(s.beats_random)),
+        None => "—".into(),
+    }
+}
+
+fn score_at(scores: &[ScoreStats], n: usize) -> Option<&ScoreStats> {
+    scores.iter().find(|s| s.evaluations == n)
+}
+
+/// Every arm's and peer's score against random search at each checkpoint.
+fn scores(o: &mut String, s: &Study) {
+    let Some(random) = &s.random else {
+        let _ = writeln!(
+            o,
+            "\nNo score against random search: the space is too large to list every valid config."
+        );
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "\n#### Score against random search (0 = random search's median best, 1 = the optimum)\n"
+    );
+    let mut head = String::from("| arm |");
+    let mut rule = String::from("|---|");
+    for (n, r) in s.spec.checkpoints.iter().zip(&random.median_best_us) {
+        let _ = write!(head, " after {n} (random: {}) |", us(*r));
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    let rows = s
+        .arms
+        .iter()
+        .map(|a| (a.arm.name(), &a.scores))
+        .chain(s.peers.iter().map(|p| (p.name(), &p.scores)));
+    for (name, sc) in rows {
+        let mut row = format!("| {name} |");
+        for &n in &s.spec.checkpoints {
+            let _ = write!(row, " {} |", score_cell(score_at(sc, n)));
+        }
+        let _ = writeln!(o, "{row}");
+    }
+    let _ = writeln!(
+        o,
+        "\nMean score over runs ± the half-width of its 95 % confidence interval (1.96 standard \
+         errors), and the fraction of runs that beat random search's median. Random search's \
+         median best is exact, computed from all {} valid configs (those without a time count \
+         as drawn). Peers' runs count at the checkpoint equal to their budget.",
+        random.configs
+    );
+}
+
+/// Several studies' scores against random search: per arm (and peer), the mean over
+/// landscapes of its mean score at each checkpoint, and on how many landscapes it beats random
+/// search; then the mean score per landscape at each checkpoint.
+pub fn score_overview(studies: &[Study]) -> String {
+    let mut o = String::new();
+    let scored: Vec<&Study> = studies.iter().filter(|s| s.random.is_some()).collect();
+    let Some(first) = scored.first() else {
+        return o;
+    };
+    let checkpoints = &first.spec.checkpoints;
+    let mut names: Vec<String> = Vec::new();
+    for s in &scored {
+        for n in s
+            .arms
+            .iter()
+            .map(|a| a.arm.name())
+            .chain(s.peers.iter().map(PeerArm::name))
+        {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let lookup = |s: &Study, name: &str, n: usize| -> Option<f64> {
+        let sc = s
+            .arms
+            .iter()
+            .find(|a| a.arm.name() == name)
+            .map(|a| &a.scores)
+            .or_else(|| s.peers.iter().find(|p| p.name() == name).map(|p| &p.scores))?;
+        score_at(sc, n).map(|x| x.mean)
+    };
+    let _ = writeln!(
+        o,
+        "### Score against random search, over {} landscapes\n",
+        scored.len()
+    );
+    let _ = writeln!(
+        o,
+        "Per landscape, the mean score of its runs (0 = random search's median best, 1 = the \
+         optimum); here the mean of those over the landscapes, and on how many landscapes the \
+         mean beats random search (> 0).\n"
+    );
+    let mut head = String::from("| arm |");
+    let mut rule = String::from("|---|");
+    for n in checkpoints {
+        let _ = write!(head, " mean after {n} | beats random |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(o, "{head}\n{rule}");
+    for name in &names {
+        let mut row = format!("| {name} |");
+        for &n in checkpoints {
+            let v: Vec<f64> = scored.iter().filter_map(|s| lookup(s, name, n)).collect();
+            if v.is_empty() {
+                row.push_str(" — | — |");
+                continue;
+            }
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let wins = v.iter().filter(|&&x| x > 0.0).count();
+            let _ = write!(row, " {mean:+.3} | {wins}/{} |", v.len());
+        }
+        let _ = writeln!(o, "{row}");
+    }
+    for &n in checkpoints {
+        let _ = writeln!(o, "\n#### Mean score per landscape after {n} evaluations\n");
+        let mut head = String::from("| arm |");
+        let mut rule = String::from("|---|");
+        for s in &scored {
+            let _ = write!(head, " {} |", s.task);
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(o, "{head}\n{rule}");
+        for name in &names {
+            let mut row = format!("| {name} |");
+            for s in &scored {
+                match lookup(s, name, n) {
+                    Some(x) => {
+                        let _ = write!(row, " {x:+.2} |");
+                    }
+                    None => row.push_str(" — |"),
+                }
+            }
+            let _ = writeln!(o, "{row}");
+        }
     }
     o
 }

@@ -23,6 +23,8 @@
 //! alongside. Quantiles interpolate linearly between ranks (numpy's default).
 
 mod markdown;
+pub mod peers;
+pub mod score;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -37,7 +39,9 @@ use crate::search::strategy::GRID_LIMIT;
 use crate::search::{self, Clock, Limits, NoJournal, SearchError, Settings, StopReason, Variant};
 use crate::task::{Shape, Task};
 
-pub use markdown::{markdown, overview};
+pub use markdown::{markdown, overview, score_overview};
+pub use peers::{PeerArm, PeerRun};
+pub use score::{RandomBaseline, ScoreStats};
 
 /// What an arm takes away from Full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -60,7 +64,8 @@ pub struct Arm {
 
 impl Arm {
     /// Full, its three ablations, then the other variants and the baselines.
-    pub const STANDARD: [Arm; 8] = [
+    pub const STANDARD: [Arm; 9] = [
+        Arm::plain(Variant::Surrogate),
         Arm::plain(Variant::Full),
         Arm::ablated(Ablation::NoInsights),
         Arm::ablated(Ablation::NoElites),
@@ -275,6 +280,9 @@ pub struct ArmResult {
     pub settings: Settings,
     pub trajectory: TrajectoryStats,
     pub default: DefaultStats,
+    /// Scores against random search at each checkpoint, over the trajectory runs (empty when
+    /// the study has no random baseline).
+    pub scores: Vec<ScoreStats>,
     pub trajectory_runs: Vec<RunSummary>,
     pub default_runs: Vec<RunSummary>,
 }
@@ -293,7 +301,26 @@ pub struct Study {
     pub space_size: Option<usize>,
     pub optimum: Optimum,
     pub spec: StudySpec,
+    /// Random search's exact median best at each checkpoint, when every valid config could be
+    /// listed: the zero of the scores.
+    pub random: Option<RandomSummary>,
     pub arms: Vec<ArmResult>,
+    /// Other tools' runs on the same landscape (`study --peers`), scored the same way.
+    pub peers: Vec<PeerArm>,
+    /// The landscape's source, when its sidecar names one (an imported cache's sha256): what
+    /// peer runs are matched by.
+    pub source_sha256: Option<String>,
+    #[serde(skip)]
+    pub baseline: Option<RandomBaseline>,
+}
+
+/// Random search as the scores' zero.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RandomSummary {
+    /// Valid configs in the space (those without a time included).
+    pub configs: usize,
+    /// Median best after each checkpoint's evaluations (μs), in the spec's order.
+    pub median_best_us: Vec<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -360,6 +387,7 @@ pub fn run_arm(
     optimum: f64,
     arm: Arm,
     spec: &StudySpec,
+    baseline: Option<&RandomBaseline>,
 ) -> Result<ArmResult, StudyError> {
     let trajectory_limits = Limits {
         budget: spec.budget,
@@ -389,9 +417,27 @@ pub fn run_arm(
             out.push(run);
         }
     }
+    let scores = match baseline {
+        Some(b) => spec
+            .checkpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &n)| {
+                ScoreStats::of(
+                    b,
+                    n,
+                    trajectory_runs
+                        .iter()
+                        .map(|r| r.best_at.get(i).copied().flatten()),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(ArmResult {
         arm,
         settings: arm.settings(0, trajectory_limits),
+        scores,
         trajectory: trajectory_stats(&trajectory_runs, optimum, spec),
         default: default_stats(&default_runs, optimum, spec),
         trajectory_runs,
@@ -500,10 +546,23 @@ pub fn run_study(
         records,
         ok,
     };
+    let baseline = random_baseline(replay, task, shape);
     let mut arms = Vec::new();
     for &arm in &spec.arms {
-        arms.push(run_arm(task, shape, replay, optimum.p50_us, arm, spec)?);
+        arms.push(run_arm(
+            task,
+            shape,
+            replay,
+            optimum.p50_us,
+            arm,
+            spec,
+            baseline.as_ref(),
+        )?);
     }
+    let random = baseline.as_ref().map(|b| RandomSummary {
+        configs: b.configs(),
+        median_best_us: spec.checkpoints.iter().map(|&n| b.median_best(n)).collect(),
+    });
     Ok(Study {
         task: task.name.clone(),
         shape: shape.name.clone(),
@@ -513,8 +572,45 @@ pub fn run_study(
         space_size: task.space.enumerate(GRID_LIMIT).ok().map(|v| v.len()),
         optimum,
         spec: spec.clone(),
+        random,
         arms,
+        peers: Vec::new(),
+        source_sha256: peers::source_sha256(replay.path()),
+        baseline,
     })
+}
+
+/// Spaces with at most this many knob combinations get a random baseline.
+const BASELINE_LIST_LIMIT: u128 = 1 << 24;
+
+/// Random search on the landscape: every valid config of the task's space with its recorded
+/// p50 (none if it failed a gate or is absent); `None` when the space is too large to list or
+/// nothing is correct.
+pub fn random_baseline(
+    replay: &ReplayEvaluator,
+    task: &Task,
+    shape: &Shape,
+) -> Option<RandomBaseline> {
+    let listing = task.space.listed(BASELINE_LIST_LIMIT).ok()?;
+    let mut times: std::collections::HashMap<crate::space::Config, f64> =
+        std::collections::HashMap::new();
+    for (_, rec) in replay.records_for(&shape.name) {
+        if rec.outcome != Outcome::Ok || rec.source.as_deref().is_some_and(|s| s != "base") {
+            continue;
+        }
+        let (Some(p50), Ok(c)) = (rec.p50_us, task.space.from_json(&rec.config)) else {
+            continue;
+        };
+        if p50.is_finite() {
+            times.insert(c, p50);
+        }
+    }
+    RandomBaseline::new(
+        listing
+            .iter()
+            .map(|c| times.get(c).copied().unwrap_or(f64::INFINITY))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ fn arms_have_names_and_settings() {
     assert_eq!(
         names,
         [
+            "surrogate",
             "full",
             "full-no-insights",
             "full-no-elites",
@@ -206,4 +207,90 @@ fn statistics_of_hand_runs() {
     let v = serde_json::to_value(&t).unwrap();
     assert!(v["to_optimum_p90"].is_null(), "{v}");
     assert_eq!(v["to_optimum_median"], 30.0);
+}
+
+#[test]
+fn scores_against_random_search_on_a_hand_made_landscape() {
+    let task = seed_task();
+    let dir = tempfile::tempdir().unwrap();
+    let path = landscape(dir.path(), &task);
+    // A sidecar naming the cache it came from, and two peer runs of that cache at budget 16.
+    std::fs::write(
+        path.with_extension("meta.json"),
+        r#"{"imported_from": "kernel_tuner", "sha256": "abc"}"#,
+    )
+    .unwrap();
+    let peers = dir.path().join("peers.jsonl");
+    std::fs::write(
+        &peers,
+        [
+            r#"{"tool":"kt","strategy":"s","cache_sha256":"abc","budget":16,"seed":0,"best_us":50.0}"#,
+            r#"{"tool":"kt","strategy":"s","cache_sha256":"abc","budget":16,"seed":1,"best_us":null}"#,
+            r#"{"tool":"kt","strategy":"s","cache_sha256":"other","budget":16,"seed":0,"best_us":60.0}"#,
+            r#"{"tool":"kt","strategy":"bad","cache_sha256":"abc","budget":16,"seed":0,"best_us":null,"error":"boom"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let mut replay = ReplayEvaluator::load(&path, &task).unwrap();
+    let spec = StudySpec {
+        seeds: 6,
+        arms: vec![Arm::plain(Variant::Random), Arm::plain(Variant::Surrogate)],
+        ..StudySpec::default()
+    };
+    let mut s = run_study(&task, task.default_shape(), &mut replay, &spec, None).unwrap();
+    // 128 valid configs: 50 μs (the optimum), 100 + i for the others, index 3 failed and
+    // index 9 absent (both without a time). Exact medians of random search's best, from
+    // 1 − C(M−k−1, n)/C(M, n) ≥ 1/2 (worked out with exact fractions): after 16 the 6th
+    // smallest value (105), after 32 the 3rd (101), after 64 the optimum itself.
+    let random = s.random.clone().unwrap();
+    assert_eq!(random.configs, 128);
+    assert_eq!(random.median_best_us, [105.0, 101.0, 50.0]);
+    assert_eq!(s.source_sha256.as_deref(), Some("abc"));
+    for a in &s.arms {
+        // No score after 64: random search's median already holds the optimum.
+        let at: Vec<usize> = a.scores.iter().map(|x| x.evaluations).collect();
+        assert_eq!(at, [16, 32], "{}", a.arm.name());
+        assert!(a.scores.iter().all(|x| x.runs == 6 && x.mean <= 1.0));
+    }
+    let runs = peers::load(&peers).unwrap();
+    assert_eq!(runs.len(), 3, "the errored run is skipped");
+    peers::attach(&mut s, &runs);
+    assert_eq!(s.peers.len(), 1);
+    let p = &s.peers[0];
+    assert_eq!(p.name(), "kt:s");
+    assert_eq!(p.scores.len(), 1);
+    // Scores 1 (the optimum) and (105 − 226) / (105 − 50) = −2.2 (nothing correct: the worst
+    // time, 226 μs): mean −0.6, one of two beats random.
+    let x = &p.scores[0];
+    assert!((x.mean - (-0.6)).abs() < 1e-12, "{x:?}");
+    assert_eq!((x.runs, x.beats_random), (2, 0.5));
+    let md = markdown(&s);
+    for needle in [
+        "Score against random search",
+        "| kt:s |",
+        "random: 105.0 μs",
+    ] {
+        assert!(md.contains(needle), "no `{needle}` in:\n{md}");
+    }
+    let overview = score_overview(std::slice::from_ref(&s));
+    assert!(overview.contains("| kt:s | -0.600 | 0/1 |"), "{overview}");
+}
+
+#[test]
+fn a_bad_peer_file_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.jsonl");
+    std::fs::write(&p, "{\"tool\":\"kt\"}\n").unwrap();
+    let e = peers::load(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("p.jsonl: line 1") && e.contains("strategy"),
+        "{e}"
+    );
+    std::fs::write(&p, "not json").unwrap();
+    assert!(peers::load(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("not JSON"));
+    assert!(peers::load(&dir.path().join("none")).is_err());
 }

@@ -8,6 +8,7 @@ mod full;
 mod grid;
 mod insight;
 mod random;
+mod surrogate;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -24,6 +25,7 @@ pub use full::Full;
 pub use grid::{Grid, GRID_LIMIT};
 pub use insight::Insight;
 pub use random::Random;
+pub use surrogate::Surrogate;
 
 /// What a strategy may look at when it proposes.
 pub struct Ctx<'a> {
@@ -119,6 +121,7 @@ pub fn build(
         Variant::Free => Box::new(Free::new()),
         Variant::Insight => Box::new(Insight::new(settings.insights)),
         Variant::Full => Box::new(Full::new(space, settings)),
+        Variant::Surrogate => Box::new(Surrogate::new(space)),
     })
 }
 

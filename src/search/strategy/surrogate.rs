@@ -1,0 +1,173 @@
+//! `surrogate`: Bayesian optimisation over the knobs, the default strategy.
+//!
+//! It starts with the task's default config and a few random ones, then proposes, one at a
+//! time, the unevaluated valid config of highest expected improvement under a Gaussian-process
+//! model of log run time fitted to everything measured so far ([`crate::search::gp`]). Run
+//! times spread over orders of magnitude, and a fit dominated by the slow end says little
+//! about the fast end, so targets above the 30th percentile of the correct ones are clipped
+//! to it; configs that failed a gate (or that a landscape lacks) count as that value too,
+//! which steers the search away from them without inventing a time.
+//!
+//! Candidates are every valid config when the space can be listed (up to [`POOL_LIMIT`] of
+//! them; above that a seeded random [`POOL_LIMIT`] of the list each step), else
+//! [`SAMPLED_POOL`] random valid configs plus every one-knob neighbour of the best. Ties go to
+//! the earlier candidate, so the same seed and measurements give the same proposals; with
+//! several proposals in flight (a batch) each next ask takes the next-best candidate.
+//!
+//! The measured comparison against the seed's strategies and Kernel Tuner's is in
+//! `bench/search.md`.
+
+use std::sync::Arc;
+
+use rand::seq::IndexedRandom;
+
+use super::{Ctx, Strategy};
+use crate::eval::Evaluation;
+use crate::search::gp::{expected_improvement, Code, Encoder, Posterior};
+use crate::space::Config;
+
+/// Configs before the model takes over: the default and random ones.
+pub const INITIAL: usize = 4;
+/// Targets (log p50) above this quantile of the correct ones are clipped to it.
+const CLIP_QUANTILE: f64 = 0.3;
+/// Spaces with at most this many knob combinations are listed.
+const LIST_LIMIT: u128 = 1 << 22;
+/// Listed spaces with more valid configs than this are subsampled per step.
+const POOL_LIMIT: usize = 12_000;
+/// Candidates drawn per step in a space too large to list.
+const SAMPLED_POOL: usize = 2048;
+
+pub struct Surrogate {
+    encoder: Encoder,
+    started: bool,
+    /// The initial design still to propose.
+    initial: Vec<Config>,
+    designed: bool,
+    /// Every valid config, when the space could be listed.
+    listing: Option<Arc<Vec<Config>>>,
+    /// Measured configs: their codes and log p50 (`None`: no time).
+    observed: Vec<(Code, Option<f64>)>,
+}
+
+impl Surrogate {
+    pub fn new(space: &crate::space::Space) -> Surrogate {
+        Surrogate {
+            encoder: Encoder::new(space),
+            started: false,
+            initial: Vec::new(),
+            designed: false,
+            listing: space.listed(LIST_LIMIT).ok(),
+            observed: Vec::new(),
+        }
+    }
+
+    /// A random unevaluated config (from the listing when there is one).
+    fn random_new(&self, ctx: &mut Ctx, taken: &[Config]) -> Option<Config> {
+        if let Some(list) = &self.listing {
+            for _ in 0..64 {
+                let c = list.choose(ctx.rng)?;
+                if ctx.is_new(c) && !taken.contains(c) {
+                    return Some(c.clone());
+                }
+            }
+        }
+        ctx.any_new(taken)
+    }
+
+    fn design(&mut self, ctx: &mut Ctx) {
+        self.designed = true;
+        let mut out: Vec<Config> = Vec::new();
+        while out.len() + 1 < INITIAL {
+            match self.random_new(ctx, &out) {
+                Some(c) => out.push(c),
+                None => break,
+            }
+        }
+        out.reverse(); // popped from the back
+        self.initial = out;
+    }
+
+    /// The candidates of this step.
+    fn pool(&self, ctx: &mut Ctx) -> Vec<Config> {
+        if let Some(list) = &self.listing {
+            if list.len() <= POOL_LIMIT {
+                return list.iter().filter(|c| ctx.is_new(c)).cloned().collect();
+            }
+            let mut picked: Vec<&Config> = list.sample(ctx.rng, POOL_LIMIT).collect();
+            picked.retain(|c| ctx.is_new(c));
+            return picked.into_iter().cloned().collect();
+        }
+        let mut out: Vec<Config> = Vec::new();
+        for _ in 0..SAMPLED_POOL {
+            match ctx.sample_new(&out) {
+                Some(c) => out.push(c),
+                None => break,
+            }
+        }
+        if let Some(best) = ctx.best() {
+            for (i, k) in ctx.space.knobs().iter().enumerate() {
+                for &v in &k.values {
+                    let mut c = best.clone();
+                    c.0[i] = v;
+                    if ctx.is_new(&c) && !out.contains(&c) && ctx.space.is_valid(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The model's pick, or `None` when there is too little to fit.
+    fn model_pick(&self, ctx: &mut Ctx) -> Option<Config> {
+        let times: Vec<f64> = self.observed.iter().filter_map(|o| o.1).collect();
+        if times.len() < 2 || self.encoder.is_trivial() {
+            return None;
+        }
+        let cap = crate::study::stats::quantile(&times, CLIP_QUANTILE)?;
+        let train: Vec<Code> = self.observed.iter().map(|o| o.0.clone()).collect();
+        let y: Vec<f64> = self
+            .observed
+            .iter()
+            .map(|o| o.1.map_or(cap, |t| t.min(cap)))
+            .collect();
+        let best = y.iter().copied().fold(f64::INFINITY, f64::min);
+        let post = Posterior::fit(&self.encoder, train, &y)?;
+        let mut pick: Option<(f64, Config)> = None;
+        for c in self.pool(ctx) {
+            let Some(code) = self.encoder.encode(&c) else {
+                continue;
+            };
+            let ei = expected_improvement(post.predict(&code), best);
+            if pick.as_ref().is_none_or(|(b, _)| ei > *b) {
+                pick = Some((ei, c));
+            }
+        }
+        pick.map(|(_, c)| c)
+    }
+}
+
+impl Strategy for Surrogate {
+    fn ask(&mut self, ctx: &mut Ctx) -> Vec<Config> {
+        if let Some(d) = ctx.default_once(&mut self.started) {
+            return vec![d];
+        }
+        if !self.designed {
+            self.design(ctx);
+        }
+        while let Some(c) = self.initial.pop() {
+            if ctx.is_new(&c) {
+                return vec![c];
+            }
+        }
+        let pick = self.model_pick(ctx).or_else(|| self.random_new(ctx, &[]));
+        pick.into_iter().collect()
+    }
+
+    fn tell(&mut self, _ctx: &mut Ctx, config: &Config, eval: &Evaluation) {
+        if let Some(code) = self.encoder.encode(config) {
+            let y = eval.p50_us().filter(|t| *t > 0.0).map(f64::ln);
+            self.observed.push((code, y));
+        }
+    }
+}
