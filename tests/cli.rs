@@ -64,7 +64,7 @@ fn every_variant_prints_the_same_object_twice_but_for_run_id() {
     let dir = tempfile::tempdir().unwrap();
     let land = write_landscape(dir.path());
     let db = dir.path().join("runs.db");
-    for variant in ["full", "insight", "free", "grid", "random"] {
+    for variant in ["surrogate", "full", "insight", "free", "grid", "random"] {
         let a = tune_json(&db, &land, &["--variant", variant, "--seed", "5"]);
         let b = tune_json(&db, &land, &["--variant", variant, "--seed", "5"]);
         assert_ne!(a["run_id"], b["run_id"]);

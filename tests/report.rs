@@ -30,7 +30,7 @@ fn make_report(dir: &Path) -> (PathBuf, Value) {
         .arg(&land)
         .arg("--db")
         .arg(&db)
-        .args(["--seed", "2", "--json"])
+        .args(["--variant", "full", "--seed", "2", "--json"])
         .output()
         .unwrap();
     assert!(

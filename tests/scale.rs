@@ -156,7 +156,17 @@ fn tune(db: &str, extra: &[&str]) -> serde_json::Value {
         .arg(gemm())
         .arg("--replay")
         .arg(landscape())
-        .args(["--seed", "5", "--budget", "30", "--json", "--db", db])
+        .args([
+            "--variant",
+            "full",
+            "--seed",
+            "5",
+            "--budget",
+            "30",
+            "--json",
+            "--db",
+            db,
+        ])
         .args(extra)
         .output()
         .unwrap();
@@ -312,7 +322,17 @@ fn external_workers_drain_a_run_and_one_killed_mid_run_changes_nothing() {
         .arg(gemm())
         .arg("--replay")
         .arg(landscape())
-        .args(["--seed", "5", "--budget", "30", "--json", "--batch", "6"])
+        .args([
+            "--variant",
+            "full",
+            "--seed",
+            "5",
+            "--budget",
+            "30",
+            "--json",
+            "--batch",
+            "6",
+        ])
         .args(["--external-workers", "--db", &pg.url])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

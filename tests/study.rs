@@ -45,6 +45,7 @@ fn study_json_has_every_arm_and_sane_numbers() {
     assert_eq!(
         names,
         [
+            "surrogate",
             "full",
             "full-no-insights",
             "full-no-elites",
