@@ -30,11 +30,16 @@ benchmark_hub landscapes it beats random search, every Kernel Tuner 1.5 strategy
 seed's full, which is kept under its name (bench/search.md).
 
 Examples:
-  evoengineer tune tasks/gemm_bf16                          the GPU if there is one, else the recorded landscape
-  evoengineer tune tasks/gemm_bf16 --budget 32 --json       at most 32 evaluations; one JSON object at the end
-  evoengineer tune tasks/sdpa_fp8 --variant full            the seed's two-layer search with insights
-  evoengineer tune tasks/x --replay tasks/x/landscapes/a100-mission.jsonl   replay a recorded or imported landscape
-  evoengineer tune --resume 3                               finish an interrupted run"
+  evoengineer tune tasks/gemm_bf16
+      on the GPU if there is one, else on the task's recorded landscape
+  evoengineer tune tasks/gemm_bf16 --budget 32 --json
+      at most 32 evaluations; one JSON object at the end
+  evoengineer tune tasks/sdpa_fp8 --variant full
+      the seed's two-layer search with insights
+  evoengineer tune tasks/x --replay tasks/x/landscapes/a100-mission.jsonl
+      replay a recorded or imported landscape
+  evoengineer tune --resume 3
+      finish an interrupted run"
 )]
 pub struct TuneArgs {
     /// The task folder (holding task.toml); not needed with --resume
