@@ -40,8 +40,6 @@ const SAMPLED_POOL: usize = 2048;
 pub struct Surrogate {
     encoder: Encoder,
     started: bool,
-    /// The initial design still to propose.
-    initial: Vec<Config>,
     designed: bool,
     /// Every valid config, when the space could be listed.
     listing: Option<Arc<Vec<Config>>>,
@@ -54,7 +52,6 @@ impl Surrogate {
         Surrogate {
             encoder: Encoder::new(space),
             started: false,
-            initial: Vec::new(),
             designed: false,
             listing: space.listed(LIST_LIMIT).ok(),
             observed: Vec::new(),
@@ -74,17 +71,25 @@ impl Surrogate {
         ctx.any_new(taken)
     }
 
-    fn design(&mut self, ctx: &mut Ctx) {
+    /// The initial design: the default config (if not evaluated yet), then random ones.
+    fn design(&mut self, ctx: &mut Ctx) -> Vec<Config> {
         self.designed = true;
         let mut out: Vec<Config> = Vec::new();
-        while out.len() + 1 < INITIAL {
-            match self.random_new(ctx, &out) {
-                Some(c) => out.push(c),
+        if let Some(d) = ctx.default_once(&mut self.started) {
+            out.push(d);
+        }
+        // INITIAL − 1 random ones besides the default (never the default itself).
+        let mut taken = vec![ctx.space.default_config()];
+        for _ in 1..INITIAL {
+            match self.random_new(ctx, &taken) {
+                Some(c) => {
+                    taken.push(c.clone());
+                    out.push(c);
+                }
                 None => break,
             }
         }
-        out.reverse(); // popped from the back
-        self.initial = out;
+        out
     }
 
     /// The candidates of this step.
@@ -149,15 +154,11 @@ impl Surrogate {
 
 impl Strategy for Surrogate {
     fn ask(&mut self, ctx: &mut Ctx) -> Vec<Config> {
-        if let Some(d) = ctx.default_once(&mut self.started) {
-            return vec![d];
-        }
         if !self.designed {
-            self.design(ctx);
-        }
-        while let Some(c) = self.initial.pop() {
-            if ctx.is_new(&c) {
-                return vec![c];
+            // All at once, so a GPU evaluator compiles them ahead while the first is measured.
+            let initial = self.design(ctx);
+            if !initial.is_empty() {
+                return initial;
             }
         }
         let pick = self.model_pick(ctx).or_else(|| self.random_new(ctx, &[]));
