@@ -140,8 +140,10 @@ fn study_markdown_says_where_its_numbers_come_from() {
         assert!(text.contains(needle), "no `{needle}` in:\n{text}");
     }
     assert!(!text.contains("| insight |"));
-    // Three tables, each with a row per arm.
-    assert_eq!(text.matches("\n| full |").count(), 3, "{text}");
+    // Four tables, each with a row per arm: evaluations to the optimum, best after N, default
+    // settings, and the score against random search.
+    assert_eq!(text.matches("\n| full |").count(), 4, "{text}");
+    assert!(text.contains("Score against random search"), "{text}");
 }
 
 #[test]
