@@ -125,11 +125,12 @@ impl Surrogate {
 
     /// The model's pick, or `None` when there is too little to fit.
     fn model_pick(&self, ctx: &mut Ctx) -> Option<Config> {
-        let times: Vec<f64> = self.observed.iter().filter_map(|o| o.1).collect();
+        let mut times: Vec<f64> = self.observed.iter().filter_map(|o| o.1).collect();
         if times.len() < 2 || self.encoder.is_trivial() {
             return None;
         }
-        let cap = crate::study::stats::quantile(&times, CLIP_QUANTILE)?;
+        times.sort_by(f64::total_cmp);
+        let cap = crate::eval::stats::quantile(&times, CLIP_QUANTILE);
         let train: Vec<Code> = self.observed.iter().map(|o| o.0.clone()).collect();
         let y: Vec<f64> = self
             .observed
@@ -170,5 +171,86 @@ impl Strategy for Surrogate {
             let y = eval.p50_us().filter(|t| *t > 0.0).map(f64::ln);
             self.observed.push((code, y));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::search::EliteSet;
+    use crate::space::{Knob, Layer, Space};
+
+    fn space() -> Space {
+        let knob = |name: &str, values: Vec<i64>, default: i64| Knob {
+            name: name.into(),
+            values,
+            default,
+            layer: Layer::Macro,
+            addresses: vec![],
+        };
+        Space::new(
+            vec![
+                knob("A", vec![16, 32, 48, 64], 48),
+                knob("B", vec![1, 2, 3, 4, 5, 6, 7, 8], 1),
+            ],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn the_first_ask_is_the_default_then_distinct_random_configs() {
+        let space = space();
+        let seen = HashSet::new();
+        let elites = EliteSet::new(1, false);
+        let profiles = BTreeMap::new();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut ctx = Ctx {
+            space: &space,
+            seen: &seen,
+            elites: &elites,
+            profiles: &profiles,
+            rng: &mut rng,
+            remaining: 100,
+        };
+        let mut s = Surrogate::new(&space);
+        let first = s.ask(&mut ctx);
+        assert_eq!(first.len(), INITIAL);
+        assert_eq!(first[0], space.default_config());
+        let distinct: HashSet<&Config> = first.iter().collect();
+        assert_eq!(distinct.len(), INITIAL, "{first:?}");
+        assert!(first.iter().all(|c| space.is_valid(c)));
+    }
+
+    #[test]
+    fn with_too_little_to_fit_the_model_picks_nothing() {
+        let space = space();
+        let mut s = Surrogate::new(&space);
+        let seen = HashSet::new();
+        let elites = EliteSet::new(1, false);
+        let profiles = BTreeMap::new();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut ctx = Ctx {
+            space: &space,
+            seen: &seen,
+            elites: &elites,
+            profiles: &profiles,
+            rng: &mut rng,
+            remaining: 100,
+        };
+        // One correct time only: no fit, so the strategy falls back to a random config.
+        s.observed.push((
+            s.encoder.encode(&space.default_config()).unwrap(),
+            Some(1.0),
+        ));
+        s.observed.push((vec![0, 0], None));
+        assert!(s.model_pick(&mut ctx).is_none());
+        // Two correct times: the model picks, and never an evaluated config.
+        s.observed.push((vec![3, 7], Some(3.0)));
+        let pick = s.model_pick(&mut ctx).unwrap();
+        assert!(space.is_valid(&pick));
     }
 }
