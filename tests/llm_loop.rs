@@ -24,6 +24,7 @@ use evoengineer::eval::compile::{
 };
 use evoengineer::eval::{Environment, EvalError, Evaluation, Evaluator, Outcome, Timing};
 use evoengineer::insight::Profile;
+use evoengineer::llm::defence::Preprocessor;
 use evoengineer::llm::evolve::{Evolution, LlmSettings};
 use evoengineer::llm::prompt::Templates;
 use evoengineer::llm::{ProviderConfig, ProviderSpec, Retry};
@@ -178,6 +179,9 @@ fn code_evolution_against_a_local_endpoint_compiles_stores_and_resumes() {
             command_line: "test".into(),
         })
         .unwrap();
+    // The static defences' second pass, with the compile gate's nvcc.
+    let preprocessor = Preprocessor::new(&gate_settings, "sm_90a");
+    assert_eq!(preprocessor.unavailable_reason(), None);
     let evolution = Evolution {
         task: &task,
         shape: &shape,
@@ -186,6 +190,7 @@ fn code_evolution_against_a_local_endpoint_compiles_stores_and_resumes() {
         provider: provider.as_ref(),
         templates: &templates,
         run_id: Some(run_id),
+        preprocessor: &preprocessor,
     };
     let evaluator = |fail_at| CompileThenFakeTime {
         task: task.clone(),

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use evoengineer::eval::compile::DEFAULT_ARCH;
 use evoengineer::eval::replay::ReplayEvaluator;
-use evoengineer::eval::Evaluator;
+use evoengineer::eval::{Environment, Evaluator};
+use evoengineer::llm::defence::Preprocessor;
 use evoengineer::llm::evolve::{Evolution, LlmSettings};
 use evoengineer::llm::prompt::Templates;
 use evoengineer::llm::{ProviderConfig, ProviderSpec};
@@ -335,6 +337,7 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("note: a replayed landscape has no measurements of model-written sources: they are recorded as missing");
                 }
             }
+            let preprocessor = preprocessor(&a, settings.seed, &env);
             let mut progress = Progress::new(journal, llm.calls + 1, resume.len());
             let mut book: &Store = &store;
             let r = Evolution {
@@ -345,6 +348,7 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                 provider: provider.as_ref(),
                 templates: &templates,
                 run_id: Some(run_id),
+                preprocessor: &preprocessor,
             }
             .run(
                 backend.evaluator(),
@@ -585,6 +589,25 @@ fn make_evaluator(
             bail!("no GPU on this machine and no --replay given{hint}")
         }
     }
+}
+
+/// The static defences' second pass, with the nvcc and the arch the candidates are compiled
+/// with: `--arch`, else the last word of the evaluator's toolchain (`nvcc 13.0, V13.0.88
+/// sm_90a`) when it is an arch, else the default.
+fn preprocessor(a: &TuneArgs, seed: u64, env: &Environment) -> Preprocessor {
+    let opts = a.gpu.options(seed);
+    let arch = opts
+        .arch
+        .clone()
+        .or_else(|| {
+            env.toolchain
+                .split_whitespace()
+                .last()
+                .filter(|w| w.starts_with("sm_"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| DEFAULT_ARCH.to_string());
+    Preprocessor::new(&opts.compiler, &arch)
 }
 
 /// Landscapes shipped with the task (`landscapes/*.jsonl`), sorted.

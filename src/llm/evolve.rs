@@ -6,10 +6,12 @@
 //! elite, or `crossover` of two elites with probability [`LlmSettings::crossover_rate`]), the
 //! prompt is built for the run's variant (Free: I1 + the best code; Insight: + I3; Full: + I2 +
 //! I3, see [`super::prompt`]), the model answers, the source is extracted and statically checked
-//! ([`super::extract`], [`super::defence`]) and stored with its lineage; a proposal that got
+//! ([`super::extract`], [`super::defence`]: as written, then as nvcc preprocesses it with the
+//! knob values it is compiled with) and stored with its lineage; a proposal that got
 //! that far is evaluated as `Candidate { source: Variant(sha256 of code), config: parent's }`.
 //! A failed call, an empty or malformed answer or a statically rejected source is recorded as a
-//! `compile_error` trial whose message says why: the run goes on and the call counts.
+//! `compile_error` trial whose message says why: the run goes on and the call counts. A
+//! proposal the preprocessed pass could not check (no nvcc) says so in its trial's message.
 //!
 //! A correct variant more than [`LlmSettings::suspect_speedup`] times faster than the task's
 //! kernel gets a `REVIEW:` note in its message (shown by `show`): such speedups are more often
@@ -26,11 +28,12 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::defence::{self, DefenceContext};
+use super::defence::{self, DefenceContext, Preprocessed, Preprocessor};
 use super::extract;
 use super::prompt::{self, Insights, Operator, PromptInput, Shown, Templates};
 use super::{Provider, ProviderConfig};
 use crate::candidate::{Candidate, SourceRef};
+use crate::eval::compile::CompileJob;
 use crate::eval::{Evaluation, Evaluator, Outcome};
 use crate::insight::Profile;
 use crate::search::step;
@@ -38,7 +41,7 @@ use crate::search::{
     Clock, Elite, EliteSet, Journal, JournalError, SearchError, SearchResult, Settings, StopReason,
     Trial,
 };
-use crate::space::Layer;
+use crate::space::{Config, Layer};
 use crate::store::SourceRecord;
 use crate::task::{sha256_hex, Shape, Task};
 
@@ -105,6 +108,9 @@ pub struct Evolution<'a> {
     pub templates: &'a Templates,
     /// Recorded with every source.
     pub run_id: Option<i64>,
+    /// The static defences' second pass: nvcc's preprocessor as the compile runs it (or why
+    /// there is none: then every proposal's trial says it was not checked after preprocessing).
+    pub preprocessor: &'a Preprocessor,
 }
 
 /// The sha256 a source is stored under.
@@ -139,6 +145,11 @@ impl Evolution<'_> {
             SearchError::Setup(format!("cannot read {}: {e}", spec.launch.source.display()))
         })?;
         let dctx = DefenceContext::for_task(task);
+        if let Some(why) = self.preprocessor.unavailable_reason() {
+            tracing::warn!(
+                "model-written sources are not checked after preprocessing (the static defences' second pass needs nvcc): {why}"
+            );
+        }
         let macros = space.layer_indices(Layer::Macro);
         let mut rng = ChaCha8Rng::seed_from_u64(self.settings.seed);
         let mut elites = EliteSet::new(self.settings.effective_elites(), false);
@@ -329,13 +340,17 @@ impl Evolution<'_> {
                 Ok(a) => (Some(a.text.clone()), Some(a.model.clone()), a.usage, None),
                 Err(e) => (None, Some(self.provider.model()), None, Some(e.to_string())),
             };
+            let mut unchecked = None;
             let (code, notes, rejection) = match (&answer_text, failure) {
                 (_, Some(f)) => (None, None, Some(format!("call failed: {f}"))),
                 (Some(text), None) => match extract::extract(text, &entry) {
                     Err(r) => (None, None, Some(r.to_string())),
-                    Ok(ex) => match defence::check(&ex.code, &dctx) {
+                    Ok(ex) => match self.defend(&ex.code, &dctx, &config) {
                         Err(r) => (Some(ex.code), Some(ex.notes), Some(r.to_string())),
-                        Ok(()) => (Some(ex.code), Some(ex.notes), None),
+                        Ok(note) => {
+                            unchecked = note;
+                            (Some(ex.code), Some(ex.notes), None)
+                        }
                     },
                 },
                 (None, None) => (None, None, Some("no answer".into())),
@@ -402,6 +417,12 @@ impl Evolution<'_> {
                 }
                 (None, None) => unreachable!("no code without a rejection"),
             };
+            if let Some(note) = unchecked {
+                evaluation.message = Some(match evaluation.message.take() {
+                    Some(m) => format!("{m}; {note}"),
+                    None => note,
+                });
+            }
             if let (Some(p), Some(b)) = (evaluation.p50_us(), base_p50) {
                 let speedup = b / p;
                 if speedup > self.llm.suspect_speedup {
@@ -433,6 +454,30 @@ impl Evolution<'_> {
         };
 
         step::finish(trials, &elites, stopped_by, resume.len(), clock)
+    }
+
+    /// Both passes of the static defences on `code`, as it will be compiled with `config`;
+    /// a note when the second (preprocessed) pass could not run.
+    fn defend(
+        &self,
+        code: &str,
+        dctx: &DefenceContext,
+        config: &Config,
+    ) -> Result<Option<String>, defence::Rejection> {
+        defence::check(code, dctx)?;
+        let pp = self.preprocessor;
+        let checked =
+            match CompileJob::for_candidate(self.task, config, self.shape, pp.arch(), Some(code)) {
+                Ok(job) => defence::check_preprocessed(&job, dctx, pp)?,
+                Err(e) => Preprocessed::NotChecked(e.to_string()),
+            };
+        Ok(match checked {
+            Preprocessed::Checked => None,
+            Preprocessed::NotChecked(why) => Some(format!(
+                "not checked after preprocessing ({})",
+                super::excerpt(&why, 200)
+            )),
+        })
     }
 
     fn code_of(&self, st: &State, source: &SourceRef) -> String {
@@ -653,6 +698,7 @@ mod tests {
             provider: &provider,
             templates: &templates,
             run_id: None,
+            preprocessor: &Preprocessor::unavailable("none in this test"),
         }
         .run(
             &mut ReadP50::default(),
@@ -704,7 +750,13 @@ mod tests {
         assert_eq!(r.trials[3].evaluation.outcome, Outcome::CompileError);
         let review = r.trials[5].evaluation.message.as_deref().unwrap();
         assert!(review.starts_with("REVIEW: 20.0x"), "{review}");
-        assert!(r.trials[4].evaluation.message.as_deref() == Some("fake"));
+        // The second pass could not run, and the trial says so.
+        assert_eq!(
+            r.trials[4].evaluation.message.as_deref(),
+            Some(
+                "fake; not checked after preprocessing (nvcc is not available: none in this test)"
+            )
+        );
         assert_eq!(r.winner().unwrap().p50_us, 5.0);
     }
 

@@ -19,6 +19,9 @@
 //! nvcc -cubin -gencode=arch=compute_90a,code=sm_90a -Xptxas -v [-ccbin G++] -I<source dir>
 //!      -DKNOB=V… -DSHAPE_PARAM=V… <task flags> <extra flags> <tmp>/kernel.cu -o <tmp>/kernel.cubin
 //! ```
+//!
+//! The static defences' second pass preprocesses a source with the same command, `-E` in place
+//! of `-cubin` ([`Nvcc::preprocess_args`]): the device pass only, as cicc gets it.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -203,8 +206,54 @@ impl Nvcc {
         args
     }
 
+    /// The arguments of a run that preprocesses as a compile with the same arguments does
+    /// ([`Nvcc::args`] with `-E` for `-cubin`): with one `-gencode` for a real arch, `nvcc -E`
+    /// runs only the device pass, the same host-compiler `-E` call (`-D__CUDA_ARCH__=…`, the
+    /// same `-I`, `-D`, flags and `-include cuda_runtime.h`) whose output cicc compiles.
+    pub fn preprocess_args(
+        &self,
+        arch: &str,
+        include_dir: Option<&Path>,
+        defines: &[(String, String)],
+        flags: &[String],
+    ) -> Vec<String> {
+        let mut args = self.args(arch, include_dir, defines, flags);
+        args[0] = "-E".to_string();
+        args
+    }
+
     /// Compiles `source` (written to a temporary directory as `file_name`).
     pub fn compile(
+        &self,
+        source: &str,
+        file_name: &str,
+        args: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<NvccRun, String> {
+        self.run_on(source, file_name, args, timeout)
+    }
+
+    /// Preprocesses `source` (written to a temporary directory as `file_name`) with `args`
+    /// from [`Nvcc::preprocess_args`]; the text is in [`PreprocessRun::text`].
+    pub fn preprocess(
+        &self,
+        source: &str,
+        file_name: &str,
+        args: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<PreprocessRun, String> {
+        let run = self.run_on(source, file_name, args, timeout)?;
+        Ok(PreprocessRun {
+            status: run.status,
+            timed_out: run.timed_out,
+            output: run.output,
+            text: run.cubin.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        })
+    }
+
+    /// Runs nvcc with `args` on `source` in a temporary directory; what it wrote to `-o` is in
+    /// [`NvccRun::cubin`].
+    fn run_on(
         &self,
         source: &str,
         file_name: &str,
@@ -244,6 +293,18 @@ impl Nvcc {
             seconds,
         })
     }
+}
+
+/// What one `nvcc -E` run gave.
+#[derive(Debug)]
+pub struct PreprocessRun {
+    /// Exit status; `None` when killed.
+    pub status: Option<i32>,
+    pub timed_out: bool,
+    /// stderr, then stdout.
+    pub output: String,
+    /// The preprocessed source, when nvcc wrote one.
+    pub text: Option<String>,
 }
 
 /// What one nvcc run gave.
