@@ -123,6 +123,7 @@ fn request(cubin: &Path, entry: &str, dims: Dims, timing: bool) -> EvalRequest {
             ..Default::default()
         },
         timing: timing.then(TimingParams::default),
+        checker: None,
     }
 }
 

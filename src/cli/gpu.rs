@@ -17,9 +17,23 @@ use serde_json::json;
 /// How candidates are measured on the GPU.
 #[derive(clap::Args, Clone)]
 pub struct GpuArgs {
-    /// Timed launches per candidate (each between its own events, L2 flushed before each)
+    /// Timed launches per candidate at most (each between its own events, L2 flushed
+    /// before each)
     #[arg(long, value_name = "N", default_value_t = 100)]
     iterations: u32,
+    /// Timed launches at least, before the stopping rule may end timing
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    min_iterations: u32,
+    /// The stopping rule: stop once the 95% interval of the median is within this many
+    /// percent of it on either side; 0 = always --iterations launches (the old protocol)
+    #[arg(long, value_name = "PCT", default_value_t = 1.0)]
+    timing_ci: f64,
+    /// Input sets the timed launches rotate among, each at its own random addresses
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    input_sets: u32,
+    /// Share of timed launches whose outputs are checked, besides every new fastest one
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.5)]
+    check_fraction: f64,
     /// Correctness trials per candidate, each on fresh random inputs
     #[arg(long, value_name = "N", default_value_t = 5)]
     trials: u32,
@@ -45,6 +59,18 @@ pub struct GpuArgs {
 }
 
 impl GpuArgs {
+    /// The timing protocol these flags ask for.
+    pub fn timing(&self) -> TimingParams {
+        TimingParams {
+            iterations: self.iterations.max(1),
+            min_iterations: self.min_iterations.clamp(1, self.iterations.max(1)),
+            ci_rel: self.timing_ci.max(0.0) / 100.0,
+            input_sets: self.input_sets.max(1),
+            check_fraction: self.check_fraction.clamp(0.0, 1.0),
+            ..TimingParams::default()
+        }
+    }
+
     pub fn profile_all(&self) -> bool {
         self.profile_all
     }
@@ -53,10 +79,7 @@ impl GpuArgs {
         CudaOptions {
             seed,
             trials: self.trials.max(1),
-            timing: TimingParams {
-                iterations: self.iterations.max(1),
-                ..TimingParams::default()
-            },
+            timing: self.timing(),
             compiler: CompilerSettings {
                 nvcc: self.nvcc.clone(),
                 ..CompilerSettings::default()

@@ -150,6 +150,12 @@ pub struct TuneArgs {
     #[command(flatten)]
     gpu: super::gpu::GpuArgs,
 
+    /// Time every correct candidate in full: no racing (by default timing stops early for a
+    /// candidate whose fastest launches are clearly slower than the K-th elite; it is recorded
+    /// as `slower`)
+    #[arg(long)]
+    no_race: bool,
+
     /// Testing aid: sleep this long in every replayed evaluation
     #[arg(long, hide = true, value_name = "MS")]
     replay_delay_ms: Option<u64>,
@@ -458,6 +464,8 @@ fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
         })
         .transpose()?;
     s.diverse = a.diverse;
+    s.race = !a.no_race;
+    s.timing = Some(a.gpu.timing().describe());
     s.batch = match (a.scale.batch, &a.scale.gpus) {
         (Some(0), _) => bail!("--batch must be at least 1"),
         (Some(n), _) => n,
@@ -661,6 +669,12 @@ fn summary_json(
         "stopped_by": r.stopped_by.as_str(),
         "winner": r.winner().map(|w| elite_json(task, w)),
         "elites": r.elites.iter().map(|e| elite_json(task, e)).collect::<Vec<_>>(),
+        "trials": r.trials.iter().map(|t| json!({
+            "seq": t.seq,
+            "key": t.key,
+            "outcome": t.evaluation.outcome.as_str(),
+            "p50_us": t.evaluation.timing.as_ref().map(|x| x.p50_us),
+        })).collect::<Vec<_>>(),
     })
 }
 

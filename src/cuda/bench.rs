@@ -29,6 +29,9 @@
 //!   would exceed `budget_ms`, fewer are taken (never fewer than `min_iterations`).
 //! * Launches rotate among the input sets (each with its own parameter list), so a kernel
 //!   that caches results between calls sees different inputs.
+//! * After every sample a hook of the caller runs (the GPU idle, the launch's outputs still in
+//!   place): the worker checks outputs there, applies the stopping rule and racing
+//!   (`eval::protocol`), and may end the loop before `iterations`.
 
 use std::time::Instant;
 
@@ -55,6 +58,7 @@ pub struct Plan<'a> {
     /// Per input set: what happens before each of its launches.
     pub prep: Vec<Vec<Prep<'a>>>,
     pub warmup_ms: f64,
+    /// Timed samples at most.
     pub iterations: u32,
     pub min_iterations: u32,
     /// Wall-time budget of the timed samples, ms.
@@ -73,6 +77,28 @@ pub struct Measured {
     /// The input set of the last timed launch (its outputs are still in the output buffers).
     pub last_set: usize,
     pub flush_bytes: usize,
+    /// Whether the caller stopped the loop before its limit.
+    pub stopped_early: bool,
+}
+
+/// One sample just taken, as the caller's hook sees it (the launch's outputs are still in
+/// place, and the GPU is idle).
+#[derive(Clone, Copy, Debug)]
+pub struct Sampled {
+    /// Index among the timed samples (warm-up samples count from 0 too).
+    pub index: usize,
+    pub set: usize,
+    pub kernel_us: f64,
+    pub warmup: bool,
+    /// The loop's own limit (iterations or budget) ends it after this sample.
+    pub last: bool,
+}
+
+/// What the hook wants after a timed sample (after a warm-up sample it is not asked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Go,
+    Stop,
 }
 
 /// How many samples fit the budget, given the measured cost of one (ms).
@@ -119,8 +145,13 @@ fn sample(gpu: &mut Gpu, plan: &Plan, set: usize, ev: &Events) -> Result<Sample,
     })
 }
 
-/// Warms up, then times. Any driver error ends it (the caller decides what it means).
-pub fn run(gpu: &mut Gpu, plan: &Plan) -> Result<Measured, CudaError> {
+/// Warms up, then times until the plan's limit or until `after` (called after every sample,
+/// warm-up included) says stop. Any driver error ends it (the caller decides what it means).
+pub fn run(
+    gpu: &mut Gpu,
+    plan: &Plan,
+    after: &mut dyn FnMut(&Gpu, Sampled) -> Result<Flow, CudaError>,
+) -> Result<Measured, CudaError> {
     let sets = plan.sets.len();
     if sets == 0 || plan.prep.len() != sets {
         return Err(CudaError::Invalid(
@@ -134,7 +165,18 @@ pub fn run(gpu: &mut Gpu, plan: &Plan) -> Result<Measured, CudaError> {
     let mut warm = 0u32;
     let mut warm_wall_ms = 0.0;
     while warm < 3 || start.elapsed().as_secs_f64() * 1e3 < plan.warmup_ms {
-        let s = sample(gpu, plan, warm as usize % sets, &ev)?;
+        let set = warm as usize % sets;
+        let s = sample(gpu, plan, set, &ev)?;
+        after(
+            gpu,
+            Sampled {
+                index: warm as usize,
+                set,
+                kernel_us: s.kernel_us,
+                warmup: true,
+                last: false,
+            },
+        )?;
         warm += 1;
         warm_wall_ms += s.wall_ms;
         if warm >= 1_000_000 {
@@ -148,23 +190,36 @@ pub fn run(gpu: &mut Gpu, plan: &Plan) -> Result<Measured, CudaError> {
         per_sample_ms,
         plan.iterations,
         plan.min_iterations,
-    );
+    ) as usize;
 
-    let mut samples_us = Vec::with_capacity(n as usize);
-    let mut tail_us = Vec::with_capacity(n as usize);
-    for i in 0..n as usize {
-        let s = sample(gpu, plan, i % sets, &ev)?;
-        samples_us.push(s.kernel_us);
-        tail_us.push(s.tail_us);
-    }
-    Ok(Measured {
-        samples_us,
-        tail_us,
+    let mut m = Measured {
         warmup_samples: warm,
         warmup_ms,
-        last_set: (n as usize - 1) % sets,
         flush_bytes: gpu.flush_bytes(),
-    })
+        ..Measured::default()
+    };
+    for i in 0..n {
+        let set = i % sets;
+        let s = sample(gpu, plan, set, &ev)?;
+        m.samples_us.push(s.kernel_us);
+        m.tail_us.push(s.tail_us);
+        m.last_set = set;
+        let flow = after(
+            gpu,
+            Sampled {
+                index: i,
+                set,
+                kernel_us: s.kernel_us,
+                warmup: false,
+                last: i + 1 == n,
+            },
+        )?;
+        if flow == Flow::Stop {
+            m.stopped_early = i + 1 < n;
+            break;
+        }
+    }
+    Ok(m)
 }
 
 #[cfg(test)]

@@ -205,20 +205,23 @@ pub fn sm_clock_mhz(uuid: &str) -> Option<u32> {
     crate::eval::stats::parse_smi_clock(&out.stdout)
 }
 
-/// Device memory, raw bytes. Freed (stream-ordered) when dropped.
+/// Device memory, raw bytes: `len` bytes at `ptr`, which may start past the beginning of
+/// its allocation (see [`Gpu::alloc_at`]). Freed (stream-ordered) when dropped.
 #[derive(Debug)]
 pub struct DeviceBuffer {
-    slice: CudaSlice<u8>,
+    /// Owns the allocation (freed when dropped); `ptr` points into it.
+    _allocation: CudaSlice<u8>,
     ptr: u64,
+    len: usize,
 }
 
 impl DeviceBuffer {
     pub fn len(&self) -> usize {
-        self.slice.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slice.is_empty()
+        self.len == 0
     }
 
     /// The device address, to pass as a kernel parameter.
@@ -313,16 +316,31 @@ impl Gpu {
 
     /// Uninitialized device memory.
     pub fn alloc(&self, bytes: usize) -> Result<DeviceBuffer, CudaError> {
+        self.alloc_at(bytes, 0)
+    }
+
+    /// Uninitialized device memory that starts `offset` bytes into a larger allocation, so
+    /// that where buffers lie (and how far apart) changes from one request to the next.
+    /// `offset` is rounded down to a multiple of 256 bytes (the alignment `cuMemAlloc` gives).
+    pub fn alloc_at(&self, bytes: usize, offset: usize) -> Result<DeviceBuffer, CudaError> {
         if bytes == 0 {
             return Err(CudaError::Invalid("a buffer of 0 bytes".into()));
         }
+        let offset = offset / 256 * 256;
+        let total = bytes
+            .checked_add(offset)
+            .ok_or_else(|| CudaError::Invalid(format!("{bytes} + {offset} bytes overflow")))?;
         // SAFETY: the memory is uninitialized; every user fills it before reading.
-        let slice = unsafe { self.stream.alloc::<u8>(bytes) }.map_err(drv("cuMemAlloc"))?;
-        let ptr = {
+        let slice = unsafe { self.stream.alloc::<u8>(total) }.map_err(drv("cuMemAlloc"))?;
+        let base = {
             let (p, _sync) = slice.device_ptr(&self.stream);
             p
         };
-        Ok(DeviceBuffer { slice, ptr })
+        Ok(DeviceBuffer {
+            _allocation: slice,
+            ptr: base + offset as u64,
+            len: bytes,
+        })
     }
 
     /// Copies host bytes into the start of `buf`, and waits for the copy (so `bytes` may go
@@ -347,7 +365,13 @@ impl Gpu {
 
     /// Waits for the stream, then copies the whole buffer to the host.
     pub fn download(&self, buf: &DeviceBuffer) -> Result<Vec<u8>, CudaError> {
-        let mut out = vec![0u8; buf.len()];
+        self.download_prefix(buf, buf.len())
+    }
+
+    /// Waits for the stream, then copies the first `bytes` bytes of the buffer (at most its
+    /// length) to the host.
+    pub fn download_prefix(&self, buf: &DeviceBuffer, bytes: usize) -> Result<Vec<u8>, CudaError> {
+        let mut out = vec![0u8; bytes.min(buf.len())];
         self.bind()?;
         // SAFETY: `out` has exactly the buffer's length and outlives the synchronization.
         unsafe { result::memcpy_dtoh_async(&mut out[..], buf.ptr, self.stream.cu_stream()) }

@@ -72,47 +72,118 @@ impl Errors {
     }
 }
 
-/// First offending elements found in one range of a buffer.
-#[derive(Default)]
-struct Scan {
-    e: Errors,
-    first_unwritten: Option<usize>,
-    first_nonfinite: Option<(usize, f64)>,
-    first_ref_bad: Option<usize>,
-    worst: Option<(usize, f64, f64)>,
+/// What a scan of one buffer (or of one range of it) found, wherever it ran: on host
+/// threads ([`compare`]) or on the GPU (the worker's checker kernel, which fills the same
+/// fields). Ranges merge in index order with [`Tally::merge`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub compared: u64,
+    pub nonfinite: u64,
+    pub unwritten: u64,
+    pub reference_bad: u64,
+    pub max_abs_err: f64,
+    pub sum_abs: f64,
+    pub sum_sq_err: f64,
+    pub sum_sq_ref: f64,
+    pub first_unwritten: Option<u64>,
+    /// Index and value.
+    pub first_nonfinite: Option<(u64, f64)>,
+    pub first_reference_bad: Option<u64>,
+    /// Index, candidate value, reference value of the largest error (if any error is > 0).
+    pub worst: Option<(u64, f64, f64)>,
 }
 
-fn scan(out: &[u8], dtype: DType, reference: &[u8], range: std::ops::Range<usize>) -> Scan {
+impl Tally {
+    /// Adds the tally of a range that comes after this one: firsts from the earliest range,
+    /// the largest error overall (the earliest index on ties, as a single pass keeps).
+    pub fn merge(&mut self, later: &Tally) {
+        self.compared += later.compared;
+        self.nonfinite += later.nonfinite;
+        self.unwritten += later.unwritten;
+        self.reference_bad += later.reference_bad;
+        self.sum_abs += later.sum_abs;
+        self.sum_sq_err += later.sum_sq_err;
+        self.sum_sq_ref += later.sum_sq_ref;
+        self.first_unwritten = self.first_unwritten.or(later.first_unwritten);
+        self.first_nonfinite = self.first_nonfinite.or(later.first_nonfinite);
+        self.first_reference_bad = self.first_reference_bad.or(later.first_reference_bad);
+        if later.max_abs_err > self.max_abs_err {
+            self.max_abs_err = later.max_abs_err;
+            self.worst = later.worst;
+        }
+    }
+
+    /// The errors of a buffer of `n` elements named `name`, with notes on the first
+    /// offending elements.
+    pub fn into_errors(self, name: &str, n: u64) -> Errors {
+        let mut e = Errors {
+            compared: self.compared,
+            max_abs_err: self.max_abs_err,
+            sum_abs: self.sum_abs,
+            sum_sq_err: self.sum_sq_err,
+            sum_sq_ref: self.sum_sq_ref,
+            nonfinite: self.nonfinite,
+            unwritten: self.unwritten,
+            reference_bad: self.reference_bad,
+            notes: Vec::new(),
+        };
+        if let Some(i) = self.first_unwritten {
+            e.notes.push(format!(
+                "{name}: {} of {n} elements were never written (first at index {i})",
+                e.unwritten
+            ));
+        }
+        if let Some((i, v)) = self.first_nonfinite {
+            e.notes.push(format!(
+                "{name}: {} of {n} elements are NaN or Inf (first at index {i}: {v})",
+                e.nonfinite
+            ));
+        }
+        if let Some(i) = self.first_reference_bad {
+            e.notes.push(format!(
+                "{name}: the reference left {} of {n} elements NaN, Inf or unwritten (first at index {i})",
+                e.reference_bad
+            ));
+        }
+        if let Some((i, o, r)) = self.worst {
+            e.notes.push(format!(
+                "{name}: largest error at index {i}: {o} against {r}"
+            ));
+        }
+        e
+    }
+}
+
+fn scan(out: &[u8], dtype: DType, reference: &[u8], range: std::ops::Range<usize>) -> Tally {
     let size = dtype.size();
-    let mut s = Scan::default();
-    let e = &mut s.e;
+    let mut s = Tally::default();
     for i in range {
         let r = decode(DType::F32, &reference[i * 4..i * 4 + 4]);
         if !r.is_finite() {
-            e.reference_bad += 1;
-            s.first_ref_bad.get_or_insert(i);
+            s.reference_bad += 1;
+            s.first_reference_bad.get_or_insert(i as u64);
             continue;
         }
         let o_bytes = &out[i * size..(i + 1) * size];
         if is_poisoned(dtype, o_bytes) {
-            e.unwritten += 1;
-            s.first_unwritten.get_or_insert(i);
+            s.unwritten += 1;
+            s.first_unwritten.get_or_insert(i as u64);
             continue;
         }
         let o = decode(dtype, o_bytes);
         if !o.is_finite() {
-            e.nonfinite += 1;
-            s.first_nonfinite.get_or_insert((i, o));
+            s.nonfinite += 1;
+            s.first_nonfinite.get_or_insert((i as u64, o));
             continue;
         }
         let d = (o - r).abs();
-        e.compared += 1;
-        e.sum_abs += d;
-        e.sum_sq_err += d * d;
-        e.sum_sq_ref += r * r;
-        if d > e.max_abs_err {
-            e.max_abs_err = d;
-            s.worst = Some((i, o, r));
+        s.compared += 1;
+        s.sum_abs += d;
+        s.sum_sq_err += d * d;
+        s.sum_sq_ref += r * r;
+        if d > s.max_abs_err {
+            s.max_abs_err = d;
+            s.worst = Some((i as u64, o, r));
         }
     }
     s
@@ -133,7 +204,7 @@ pub fn compare(name: &str, out: &[u8], dtype: DType, reference: &[u8]) -> Errors
         .min(n.div_ceil(PARALLEL_CHUNK))
         .max(1);
     let per = n.div_ceil(threads).max(1);
-    let parts: Vec<Scan> = if threads == 1 {
+    let parts: Vec<Tally> = if threads == 1 {
         vec![scan(out, dtype, reference, 0..n)]
     } else {
         std::thread::scope(|sc| {
@@ -149,53 +220,11 @@ pub fn compare(name: &str, out: &[u8], dtype: DType, reference: &[u8]) -> Errors
                 .collect()
         })
     };
-    // Merge in index order: firsts from the earliest range, the worst error overall (the
-    // earliest index on ties, as a single pass would keep).
-    let mut e = Errors::default();
-    let mut first_unwritten = None;
-    let mut first_nonfinite = None;
-    let mut first_ref_bad = None;
-    let mut worst: Option<(usize, f64, f64)> = None;
-    for p in parts {
-        e.compared += p.e.compared;
-        e.sum_abs += p.e.sum_abs;
-        e.sum_sq_err += p.e.sum_sq_err;
-        e.sum_sq_ref += p.e.sum_sq_ref;
-        e.nonfinite += p.e.nonfinite;
-        e.unwritten += p.e.unwritten;
-        e.reference_bad += p.e.reference_bad;
-        first_unwritten = first_unwritten.or(p.first_unwritten);
-        first_nonfinite = first_nonfinite.or(p.first_nonfinite);
-        first_ref_bad = first_ref_bad.or(p.first_ref_bad);
-        if p.e.max_abs_err > e.max_abs_err {
-            e.max_abs_err = p.e.max_abs_err;
-            worst = p.worst;
-        }
+    let mut all = Tally::default();
+    for p in &parts {
+        all.merge(p);
     }
-    if let Some(i) = first_unwritten {
-        e.notes.push(format!(
-            "{name}: {} of {n} elements were never written (first at index {i})",
-            e.unwritten
-        ));
-    }
-    if let Some((i, v)) = first_nonfinite {
-        e.notes.push(format!(
-            "{name}: {} of {n} elements are NaN or Inf (first at index {i}: {v})",
-            e.nonfinite
-        ));
-    }
-    if let Some(i) = first_ref_bad {
-        e.notes.push(format!(
-            "{name}: the reference left {} of {n} elements NaN, Inf or unwritten (first at index {i})",
-            e.reference_bad
-        ));
-    }
-    if let Some((i, o, r)) = worst {
-        e.notes.push(format!(
-            "{name}: largest error at index {i}: {o} against {r}"
-        ));
-    }
-    e
+    all.into_errors(name, n as u64)
 }
 
 /// Without a reference: counts unwritten and NaN/Inf elements only.
@@ -324,12 +353,12 @@ mod tests {
             reference.extend_from_slice(&r.to_le_bytes());
         }
         let split = compare("y", &out, DType::F32, &reference);
-        let whole = scan(&out, DType::F32, &reference, 0..n);
-        assert_eq!(split.compared, whole.e.compared);
-        assert_eq!(split.max_abs_err, whole.e.max_abs_err);
-        assert_eq!(split.nonfinite, whole.e.nonfinite);
-        assert_eq!(split.unwritten, whole.e.unwritten);
-        assert!((split.rel_l2_err() - whole.e.rel_l2_err()).abs() < 1e-12);
+        let whole = scan(&out, DType::F32, &reference, 0..n).into_errors("y", n as u64);
+        assert_eq!(split.compared, whole.compared);
+        assert_eq!(split.max_abs_err, whole.max_abs_err);
+        assert_eq!(split.nonfinite, whole.nonfinite);
+        assert_eq!(split.unwritten, whole.unwritten);
+        assert!((split.rel_l2_err() - whole.rel_l2_err()).abs() < 1e-12);
         assert!(
             split.notes.iter().any(|n| n.contains("first at index 5")),
             "{:?}",

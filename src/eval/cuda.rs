@@ -89,6 +89,11 @@ pub struct CudaEvaluator {
     /// Profiles taken during evaluations (`profile_all`), by queue key, so that
     /// [`Evaluator::profile`] does not run ncu on the same candidate twice.
     taken: HashMap<String, Profile>,
+    /// The worker's checker kernels (`None` until first needed; `Some(None)`: they did not
+    /// compile, and the worker checks on the host).
+    checker: Option<Option<PathBuf>>,
+    /// Racing: the p50 a candidate must come near (the K-th elite's), from the search.
+    bar_us: Option<f64>,
 }
 
 /// The architecture to build for: Hopper gets its `a` variant (wgmma, setmaxnreg).
@@ -131,6 +136,9 @@ impl CudaEvaluator {
         };
         let mut worker =
             WorkerHandle::with_command(exe.clone(), [crate::eval::worker::WORKER_SUBCOMMAND]);
+        // A launch that shows no progress for the task's timeout is a hang: killed then
+        // (plus a second for the heartbeat's granularity), not at the request's whole deadline.
+        worker.set_hang_limit(Some(Duration::from_secs_f64(spec.timeout_s.max(0.1) + 1.0)));
         if let Some(gpu) = opts.gpu {
             worker.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
         }
@@ -163,7 +171,45 @@ impl CudaEvaluator {
             notes: Vec::new(),
             sources: HashMap::new(),
             taken: HashMap::new(),
+            checker: None,
+            bar_us: None,
         })
+    }
+
+    /// The checker's cubin, compiled on first use like a reference (`None` if it does not
+    /// compile: said once in the notes, and the worker compares on the host).
+    fn checker(&mut self, shape: &Shape) -> Option<PathBuf> {
+        if let Some(done) = &self.checker {
+            return done.clone();
+        }
+        let compiled = self
+            .job(&Candidate::base(self.task.space.default_config()), shape)
+            .map_err(|e| e.to_string())
+            .and_then(|mut job| {
+                job.source = crate::eval::worker::CHECKER_SOURCE.to_string();
+                job.file_name = "evo_checker.cu".into();
+                job.include_dir = None;
+                job.entry = crate::eval::worker::CHECKER_COMPARE_ENTRY.into();
+                job.defines.clear();
+                job.flags = vec!["-O3".into()];
+                job.launch = None;
+                job.max_spill_bytes = u64::MAX;
+                self.gate.compile(&job).map_err(|e| e.to_string())
+            })
+            .and_then(|c| self.cubin_file(&c).map_err(|e| e.to_string()));
+        let path = match compiled {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let note = format!(
+                    "the GPU checker does not compile ({e}); outputs are compared on the host"
+                );
+                eprintln!("note: {note}");
+                self.notes.push(note);
+                None
+            }
+        };
+        self.checker = Some(path.clone());
+        path
     }
 
     pub fn device(&self) -> &DeviceInfo {
@@ -373,6 +419,10 @@ impl Drop for CudaEvaluator {
 }
 
 impl Evaluator for CudaEvaluator {
+    fn set_race_bar(&mut self, bar_us: Option<f64>) {
+        self.bar_us = bar_us;
+    }
+
     fn environment(&self) -> Environment {
         Environment {
             device: self.device.describe(),
@@ -422,7 +472,11 @@ impl Evaluator for CudaEvaluator {
             trials: self.opts.trials,
             seed: self.opts.seed,
             tolerance: self.task.tolerance,
-            timing: Some(self.opts.timing.clone()),
+            timing: Some(TimingParams {
+                bar_us: self.bar_us,
+                ..self.opts.timing.clone()
+            }),
+            checker: self.checker(shape),
         };
         let mut evaluation = self.worker.eval(&request, self.timeout())?;
         evaluation.compile = Some(compiled.report.clone());

@@ -14,6 +14,7 @@ pub mod inputs;
 pub mod launch;
 pub mod phases;
 pub mod profile;
+pub mod protocol;
 pub mod replay;
 pub mod stats;
 pub mod subprocess;
@@ -38,6 +39,10 @@ pub enum Outcome {
     Timeout,
     /// The evaluator has no measurement for it (a config absent from a replayed landscape).
     Missing,
+    /// Correct, but raced out: after a few timed launches even its fastest was clearly slower
+    /// than the current K-th elite (see `eval::protocol`). Its timing holds those launches
+    /// only; it can never be an elite.
+    Slower,
 }
 
 impl Outcome {
@@ -49,6 +54,7 @@ impl Outcome {
             Outcome::RuntimeError => "runtime_error",
             Outcome::Timeout => "timeout",
             Outcome::Missing => "missing",
+            Outcome::Slower => "slower",
         }
     }
 }
@@ -203,6 +209,11 @@ pub trait Evaluator {
 
     /// A hint that these candidates come next, so compiles can start while the GPU measures.
     fn prepare(&mut self, _upcoming: &[Candidate], _shape: &Shape) {}
+
+    /// Racing: the p50 (μs) of the current K-th elite, once the elite set is full. An
+    /// evaluator that races may stop timing a candidate that is clearly slower and answer
+    /// [`Outcome::Slower`]; the default ignores it.
+    fn set_race_bar(&mut self, _bar_us: Option<f64>) {}
 
     /// Takes one candidate through every gate.
     fn evaluate(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Evaluation, EvalError>;

@@ -48,6 +48,12 @@ impl Evaluator for GpuPool {
         self.members[0].1.prepare(upcoming, shape);
     }
 
+    fn set_race_bar(&mut self, bar_us: Option<f64>) {
+        for (_, m) in &mut self.members {
+            m.set_race_bar(bar_us);
+        }
+    }
+
     fn evaluate(&mut self, candidate: &Candidate, shape: &Shape) -> Result<Evaluation, EvalError> {
         let mut answers = self.evaluate_batch(std::slice::from_ref(candidate), shape)?;
         Ok(answers.remove(0).0)

@@ -106,6 +106,15 @@ pub struct Settings {
     /// so the run does not depend on which measurement finishes first. 1: one at a time.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub batch: usize,
+    /// Racing: the evaluator may stop timing a candidate that is clearly slower than the
+    /// K-th elite (it is recorded as `slower`, never an elite). Runs recorded before racing
+    /// existed read as off.
+    #[serde(default)]
+    pub race: bool,
+    /// The GPU timing protocol, as recorded (`TimingParams::describe`); `None` off the GPU
+    /// or in runs recorded before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<String>,
 }
 
 fn one() -> usize {
@@ -135,6 +144,8 @@ impl Settings {
             llm: None,
             source: None,
             batch: 1,
+            race: true,
+            timing: None,
         }
     }
 
@@ -364,6 +375,17 @@ pub fn run(
             let upcoming: Vec<Candidate> = proposed.iter().cloned().map(&candidate_of).collect();
             if resume.len() < upcoming.len() {
                 evaluator.prepare(&upcoming[resume.len()..], shape);
+                // Compile ahead what the strategy expects to ask next (never measured unless
+                // it does ask).
+                let ahead: Vec<Candidate> = strategy
+                    .lookahead()
+                    .into_iter()
+                    .filter(|c| !seen.contains(c) && !proposed.contains(c))
+                    .map(&candidate_of)
+                    .collect();
+                if !ahead.is_empty() {
+                    evaluator.prepare(&ahead, shape);
+                }
             }
             queue.extend(proposed);
         }
@@ -396,6 +418,10 @@ pub fn run(
         let mut measured: Vec<Option<(Evaluation, Option<u32>)>> = if to_measure.is_empty() {
             Vec::new()
         } else {
+            let bar = (settings.race && elites.members().len() >= elites.k())
+                .then(|| elites.members().last().map(|e| e.p50_us))
+                .flatten();
+            evaluator.set_race_bar(bar);
             let answers = evaluator.evaluate_batch(&to_measure, shape)?;
             if answers.len() != to_measure.len() {
                 return Err(SearchError::Eval(EvalError::Other(format!(

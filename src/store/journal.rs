@@ -50,7 +50,8 @@ impl<'a> RunJournal<'a> {
             .query_opt(
                 "SELECT evaluation_json, evaluation_nonfinite FROM measurements
                  WHERE kernel_hash = ?1 AND candidate_key = ?2 AND shape = ?3 AND device = ?4
-                    AND toolchain = ?5 AND evaluation_json IS NOT NULL AND outcome <> 'missing'",
+                    AND toolchain = ?5 AND evaluation_json IS NOT NULL
+                    AND outcome NOT IN ('missing', 'slower')",
                 args![
                     self.kernel_hash,
                     key,
@@ -171,7 +172,8 @@ impl<'a> RunJournal<'a> {
             ],
         )
         .map_err(s.db())?;
-        if !trial.reused && e.outcome != Outcome::Missing {
+        // A raced-out candidate was judged against this run's elites: not a measurement to reuse.
+        if !trial.reused && !matches!(e.outcome, Outcome::Missing | Outcome::Slower) {
             tx.execute(
                 "INSERT INTO measurements (kernel_hash, candidate_key, shape, device, toolchain,
                     outcome, p50_us, evaluation_json, evaluation_nonfinite, measured_at, run_id,

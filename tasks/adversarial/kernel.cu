@@ -31,6 +31,21 @@
 //      after all outputs were written (1.64 ms vs 1.0 ms for mode 0).
 //   7  out-of-bounds read: besides x[i], every thread reads x[i + 2^34] (64 GiB past the
 //      buffer) -> illegal address.
+//
+// Cheats written against a harness that re-checked only the last timed launch (always input
+// set (n-1) mod 3), placed buffers at the same addresses in every evaluation, never verified
+// inputs after timing, and read the worker's stderr as UTF-8 (issue 13). Each must now end
+// `incorrect` (scripts/gpu-test):
+//   8  launch-set-aware: counts its launches (a __device__ block counter, as mode 6) and
+//      does the work only on the first five (the correctness trials) and on every third
+//      launch after them (the set a last-launch check would use); the others skip it.
+//   9  address-aware, no state: does the work only when y starts exactly where x's buffer
+//      would end if the two were allocated back to back (the layout of the correctness
+//      buffers when addresses were the same every time); otherwise it skips the work.
+//  10  input stash: computes y, then keeps its answer in its input (x[i] = y[i], x[0] marked)
+//      so that a later launch on the same buffer could copy instead of compute.
+//  11  stderr flood: thread 0 of every block prints non-UTF-8 bytes, and only half of y is
+//      written. The run must go on: the next evaluations must not time out.
 
 #ifndef MODE
 #define MODE 0
@@ -39,6 +54,7 @@
 __device__ volatile int adv_never_set = 0;   // mode 2
 __device__ unsigned int adv_blocks_seen = 0; // mode 5
 __device__ unsigned int adv_launches = 0;    // mode 6 (counts blocks, like mode 5)
+__device__ unsigned int adv_seen8 = 0;       // mode 8 (counts blocks)
 
 __device__ __forceinline__ float f(float v) { return 2.f * v + 1.f; }
 
@@ -88,7 +104,30 @@ extern "C" __global__ void adversarial_kernel(const float* __restrict__ x,
     const float far = *(volatile const float*)(x + i + (1ull << 34));
     y[i] = f(x[i]) + (far == 12345.f ? 1.f : 0.f);
   }
+#elif MODE == 8
+  __shared__ bool work;
+  if (threadIdx.x == 0) {
+    const unsigned int launch = atomicAdd(&adv_seen8, 1u) / gridDim.x;
+    work = launch < 5 || launch % 3 == 2;
+  }
+  __syncthreads();
+  if (work && i < n) y[i] = f(x[i]);
+#elif MODE == 9
+  const unsigned long long bytes = (unsigned long long)n * sizeof(float);
+  const unsigned long long gap = (unsigned long long)(const char*)y - (unsigned long long)(const char*)x;
+  // cuMemAlloc rounds to 2 MiB: back to back, y starts at x + round_up(bytes, 2 MiB).
+  const unsigned long long adjacent = (bytes + (2ull << 20) - 1) / (2ull << 20) * (2ull << 20);
+  if (gap == adjacent && i < n) y[i] = f(x[i]);
+#elif MODE == 10
+  if (i < n) {
+    const float v = f(x[i]);
+    y[i] = v;
+    ((float*)x)[i] = (i == 0) ? __int_as_float(0x7fc0beef) : v;
+  }
+#elif MODE == 11
+  if (threadIdx.x == 0) printf("\xff\xfe\xfd flood %d \xc3\x28 \xa0\xa1\n", blockIdx.x);
+  if (i < n / 2) y[i] = f(x[i]);
 #else
-#error "MODE must be 0..7"
+#error "MODE must be 0..11"
 #endif
 }

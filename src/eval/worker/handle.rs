@@ -22,6 +22,8 @@ use crate::eval::{EvalError, Evaluation, Outcome};
 
 /// Lines of the worker's stderr kept for messages.
 const STDERR_LINES: usize = 40;
+/// Bytes of one stderr line kept (a kernel's `printf` may write one huge line).
+const STDERR_LINE_BYTES: usize = 400;
 
 /// Why a request got no proper answer.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,17 @@ pub enum WorkerFailure {
     },
     #[error("the worker gave no answer within {:.1} s and was killed{}", after.as_secs_f64(), tail(stderr))]
     Timeout { after: Duration, stderr: String },
+    #[error(
+        "no launch finished for {:.1} s (the task's timeout, plus a second): the kernel hangs; the worker was killed {:.1} s into the request{}",
+        quiet.as_secs_f64(),
+        after.as_secs_f64(),
+        tail(stderr)
+    )]
+    Hung {
+        quiet: Duration,
+        after: Duration,
+        stderr: String,
+    },
     #[error("the worker died ({status}){}", tail(stderr))]
     Died { status: String, stderr: String },
     #[error(
@@ -79,6 +92,8 @@ pub struct WorkerHandle {
     prepare_timeout: Duration,
     /// The worker (by spawn number) and the preparation it has.
     prepared: Option<(u32, String)>,
+    /// An evaluation that shows no progress (no heartbeat) for this long is a hang.
+    hang: Option<Duration>,
 }
 
 impl WorkerHandle {
@@ -105,6 +120,7 @@ impl WorkerHandle {
             prepare: true,
             prepare_timeout: Duration::from_secs(600),
             prepared: None,
+            hang: None,
         }
     }
 
@@ -120,6 +136,14 @@ impl WorkerHandle {
     pub fn set_prepare(&mut self, prepare: bool, timeout: Duration) -> &mut Self {
         self.prepare = prepare;
         self.prepare_timeout = timeout;
+        self
+    }
+
+    /// An evaluation whose worker reports no progress for `limit` is killed as hung (its
+    /// outcome `timeout`), however much of its whole deadline is left. `None`: only the
+    /// deadline counts.
+    pub fn set_hang_limit(&mut self, limit: Option<Duration>) -> &mut Self {
+        self.hang = limit;
         self
     }
 
@@ -174,8 +198,18 @@ impl WorkerHandle {
             let tail = Arc::new(Mutex::new(VecDeque::new()));
             let sink = tail.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
+                // Bytes, not UTF-8 lines: a kernel may print anything, and the pipe must be
+                // drained whatever it is, or the worker blocks on its next write.
+                let mut reader = BufReader::new(stderr);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let keep = &raw[..raw.len().min(STDERR_LINE_BYTES)];
+                    let line = String::from_utf8_lossy(keep).trim_end().to_string();
                     tracing::debug!(target: "evoengineer::worker", "{line}");
                     if let Ok(mut t) = sink.lock() {
                         if t.len() == STDERR_LINES {
@@ -209,11 +243,20 @@ impl WorkerHandle {
             line: format!("(cannot encode the request: {e})"),
             stderr: String::new(),
         })?;
-        self.exchange(&line, timeout)
+        self.exchange(&line, timeout, None)
     }
 
-    fn exchange(&mut self, line: &str, timeout: Duration) -> Result<Response, WorkerFailure> {
-        let deadline = Instant::now() + timeout;
+    /// Sends `line` and waits for the answer until `timeout`, or until the worker has shown no
+    /// progress for `hang` (heartbeats, `Response::Alive`, reset that clock).
+    fn exchange(
+        &mut self,
+        line: &str,
+        timeout: Duration,
+        hang: Option<Duration>,
+    ) -> Result<Response, WorkerFailure> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut heard = start;
         let running = self.spawn()?;
         let sent = running
             .stdin
@@ -227,11 +270,16 @@ impl WorkerHandle {
             let Some(running) = self.running.as_mut() else {
                 return Err(self.died());
             };
-            let left = deadline.saturating_duration_since(Instant::now());
+            let quiet_end = hang.map_or(deadline, |h| (heard + h).min(deadline));
+            let left = quiet_end.saturating_duration_since(Instant::now());
             match running.lines.recv_timeout(left) {
                 Ok(Ok(text)) if text.trim().is_empty() => continue,
                 Ok(Ok(text)) => {
                     return match serde_json::from_str::<Response>(&text) {
+                        Ok(Response::Alive) => {
+                            heard = Instant::now();
+                            continue;
+                        }
                         Ok(response) => {
                             if response.exiting() {
                                 self.reap(Duration::from_secs(5));
@@ -252,6 +300,13 @@ impl WorkerHandle {
                 Err(RecvTimeoutError::Timeout) => {
                     let stderr = running.stderr_tail();
                     self.kill();
+                    if quiet_end < deadline {
+                        return Err(WorkerFailure::Hung {
+                            quiet: hang.unwrap_or_default(),
+                            after: start.elapsed(),
+                            stderr,
+                        });
+                    }
                     return Err(WorkerFailure::Timeout {
                         after: timeout,
                         stderr,
@@ -353,7 +408,9 @@ impl WorkerHandle {
         timeout: Duration,
     ) -> Result<EvalResponse, EvalError> {
         self.ensure_prepared(request)?;
-        match self.request(&Request::Eval(request.clone()), timeout) {
+        let line = serde_json::to_string(&Request::Eval(request.clone()))
+            .map_err(|e| EvalError::Other(format!("cannot encode the request: {e}")))?;
+        match self.exchange(&line, timeout, self.hang) {
             Ok(Response::Eval(r)) => Ok(r),
             Ok(Response::Error { message, .. }) => Err(EvalError::Device(message)),
             Ok(other) => Err(EvalError::Other(format!(
@@ -431,7 +488,9 @@ impl WorkerHandle {
 
 fn failure_evaluation(e: WorkerFailure) -> Result<Evaluation, EvalError> {
     match e {
-        WorkerFailure::Timeout { .. } => Ok(Evaluation::failed(Outcome::Timeout, e.to_string())),
+        WorkerFailure::Timeout { .. } | WorkerFailure::Hung { .. } => {
+            Ok(Evaluation::failed(Outcome::Timeout, e.to_string()))
+        }
         WorkerFailure::Died { .. } | WorkerFailure::Garbage { .. } => {
             Ok(Evaluation::failed(Outcome::RuntimeError, e.to_string()))
         }
@@ -501,6 +560,7 @@ mod tests {
             seed: 1,
             tolerance: Default::default(),
             timing: None,
+            checker: None,
         }
     }
 
@@ -591,6 +651,58 @@ mod tests {
         let e = w.eval(&eval_request(), Duration::from_millis(300)).unwrap();
         assert_eq!(e.outcome, Outcome::Timeout);
         assert_eq!(w.spawned(), 2);
+    }
+
+    #[test]
+    fn a_launch_that_shows_no_progress_is_killed_at_the_hang_limit_not_the_deadline() {
+        let mut w = fake("read line; exec sleep 1000");
+        w.set_hang_limit(Some(Duration::from_millis(400)));
+        let start = Instant::now();
+        let e = w.eval(&eval_request(), Duration::from_secs(60)).unwrap();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(e.outcome, Outcome::Timeout);
+        let m = e.message.unwrap();
+        assert!(m.contains("no launch finished for 0.4 s"), "{m}");
+        assert!(!w.is_running());
+    }
+
+    #[test]
+    fn heartbeats_keep_a_long_evaluation_alive_past_the_hang_limit() {
+        // Ten heartbeats 150 ms apart (1.5 s in all), each within the 400 ms hang limit.
+        let script = r#"read line; for i in 1 2 3 4 5 6 7 8 9 10; do echo '{"op":"alive"}'; sleep 0.15; done
+            echo '{"op":"eval","outcome":"ok","timing":{"p50_us":10.0,"p90_us":11.0}}'; exec sleep 1000"#;
+        let mut w = fake(script);
+        w.set_hang_limit(Some(Duration::from_millis(400)));
+        let e = w.eval(&eval_request(), Duration::from_secs(60)).unwrap();
+        assert_eq!(e.outcome, Outcome::Ok, "{:?}", e.message);
+        // ... but not past the whole deadline.
+        let mut w = fake(script);
+        w.set_hang_limit(Some(Duration::from_millis(400)));
+        let e = w.eval(&eval_request(), Duration::from_millis(700)).unwrap();
+        assert_eq!(e.outcome, Outcome::Timeout);
+        assert!(e.message.unwrap().contains("no answer within 0.7 s"));
+    }
+
+    #[test]
+    fn stderr_that_is_not_utf8_is_drained_and_the_worker_goes_on() {
+        // 4 MiB of invalid UTF-8 on stderr (far more than a pipe holds), then an answer: a
+        // parent that stopped reading stderr at the first bad byte would leave the worker
+        // blocked on its write, and the request would time out.
+        let script = r#"read line; head -c 4194304 /dev/zero | tr '\000' '\377' >&2; printf '\n\303\050 last words\n' >&2
+            echo '{"op":"eval","outcome":"incorrect","message":"half of y"}'; read line
+            echo '{"op":"eval","outcome":"ok","timing":{"p50_us":10.0,"p90_us":11.0}}'; exec sleep 1000"#;
+        let mut w = fake(script);
+        let e = w.eval(&eval_request(), Duration::from_secs(20)).unwrap();
+        assert_eq!(e.outcome, Outcome::Incorrect, "{:?}", e.message);
+        let e = w.eval(&eval_request(), Duration::from_secs(20)).unwrap();
+        assert_eq!(e.outcome, Outcome::Ok, "{:?}", e.message);
+        let tail = w.running.as_ref().unwrap().stderr_tail();
+        assert!(tail.contains("last words"), "{tail}");
+        assert!(
+            tail.lines().all(|l| l.len() <= 3 * STDERR_LINE_BYTES),
+            "lines are cut"
+        );
     }
 
     #[test]

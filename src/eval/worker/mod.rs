@@ -29,7 +29,10 @@
 //! file. With a `run_once` request it launches the kernel exactly once, so
 //! `ncu -k regex:^entry$ -c 1` profiles just that launch ([`worker_once`]).
 
+mod check;
+mod data;
 pub mod handle;
+mod measure;
 pub mod server;
 
 use std::path::PathBuf;
@@ -40,6 +43,8 @@ pub use crate::cuda::{DeviceInfo, Dims, KernelAttrs};
 use crate::eval::inputs::ArgSpec;
 use crate::eval::{CorrectnessReport, Evaluation, Outcome, Timing};
 use crate::task::Tolerance;
+pub use check::SOURCE as CHECKER_SOURCE;
+pub use check::{COMPARE_ENTRY as CHECKER_COMPARE_ENTRY, SAME_ENTRY as CHECKER_SAME_ENTRY};
 pub use handle::{WorkerFailure, WorkerHandle};
 pub use server::{parse_worker_args, serve, worker_command, worker_main, worker_once, WorkerMode};
 
@@ -63,9 +68,10 @@ pub struct KernelRef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimingParams {
-    /// Timed launches wanted.
+    /// Timed launches at most.
     pub iterations: u32,
-    /// Timed launches taken even when `budget_ms` would allow fewer.
+    /// Timed launches taken before the stopping rule may end timing (and even when
+    /// `budget_ms` would allow fewer).
     pub min_iterations: u32,
     /// Warm-up, wall time.
     pub warmup_ms: f64,
@@ -73,6 +79,18 @@ pub struct TimingParams {
     pub input_sets: u32,
     /// Wall-time budget of the timed launches; ≤ 0: no limit.
     pub budget_ms: f64,
+    /// The stopping rule: timing ends once the 95 % interval of the median is within this
+    /// fraction of it on either side; ≤ 0: always `iterations` launches
+    /// ([`crate::eval::protocol`]).
+    pub ci_rel: f64,
+    /// Timed launches checked besides every new fastest one (a fraction, drawn at random).
+    pub check_fraction: f64,
+    /// Racing: samples before a candidate may be stopped as slower than `bar_us`.
+    pub race_after: u32,
+    /// Racing: how far above the bar the fastest sample must be.
+    pub race_margin: f64,
+    /// Racing: the p50 to beat (the current K-th elite's), if any; set per request.
+    pub bar_us: Option<f64>,
 }
 
 impl Default for TimingParams {
@@ -81,9 +99,38 @@ impl Default for TimingParams {
             iterations: 100,
             min_iterations: 10,
             warmup_ms: 25.0,
-            input_sets: 3,
+            input_sets: 6,
             budget_ms: 5000.0,
+            ci_rel: 0.01,
+            check_fraction: 0.5,
+            race_after: 5,
+            race_margin: 0.1,
+            bar_us: None,
         }
+    }
+}
+
+impl TimingParams {
+    /// The protocol in one line, as recorded with a run.
+    pub fn describe(&self) -> String {
+        let stop = if self.ci_rel > 0.0 {
+            format!(
+                "{}..{} launches until the median's 95% interval is within ±{}%",
+                self.min_iterations,
+                self.iterations,
+                self.ci_rel * 100.0
+            )
+        } else {
+            format!("{} launches", self.iterations)
+        };
+        format!(
+            "{stop}, {} input sets, {}% of launches checked (and every new fastest), \
+             racing after {} launches at +{}% of the K-th elite",
+            self.input_sets,
+            self.check_fraction * 100.0,
+            self.race_after,
+            self.race_margin * 100.0
+        )
     }
 }
 
@@ -110,6 +157,11 @@ pub struct EvalRequest {
     /// Time the kernel if it is correct.
     #[serde(default)]
     pub timing: Option<TimingParams>,
+    /// The worker's own kernels (`evo_compare`, `evo_same`; `src/eval/checker.cu`), compiled
+    /// for the device: outputs compared and inputs verified on the GPU. Without it the
+    /// worker does both on the host (slower, the same verdicts).
+    #[serde(default)]
+    pub checker: Option<PathBuf>,
 }
 
 /// Draw the inputs of every correctness trial and timing set and run the reference on them
@@ -158,6 +210,7 @@ pub struct RunOnceRequest {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one request at a time, never kept in bulk
 pub enum Request {
     Hello,
     Prepare(PrepareRequest),
@@ -170,6 +223,13 @@ pub enum Request {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BenchInfo {
     pub iterations: u32,
+    /// Timed launches whose outputs were checked against the reference.
+    #[serde(default)]
+    pub checked: u32,
+    /// Why timing stopped: `stable` (the stopping rule), `limit` (iterations or budget),
+    /// `slower` (raced out).
+    #[serde(default)]
+    pub stopped: String,
     pub warmup_samples: u32,
     pub warmup_ms: f64,
     pub input_sets: u32,
@@ -264,6 +324,9 @@ pub enum Response {
     Eval(EvalResponse),
     RunOnce(RunOnceResponse),
     Bye,
+    /// Not an answer: work on the request moved on (a launch finished). Sent while a request
+    /// runs, at most every 200 ms.
+    Alive,
     /// A malformed request, or a failure of the evaluator rather than of the candidate (no
     /// device, a broken reference, out of memory).
     Error {
@@ -281,7 +344,7 @@ impl Response {
             Response::RunOnce(r) => r.exiting,
             Response::Error { exiting, .. } => *exiting,
             Response::Bye => true,
-            Response::Hello { .. } | Response::Prepared { .. } => false,
+            Response::Hello { .. } | Response::Prepared { .. } | Response::Alive => false,
         }
     }
 }
@@ -329,6 +392,7 @@ mod tests {
                     ..Default::default()
                 },
                 timing: Some(TimingParams::default()),
+                checker: None,
             }),
             Request::RunOnce(RunOnceRequest {
                 kernel: kernel(),

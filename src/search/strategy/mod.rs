@@ -106,6 +106,12 @@ pub trait Strategy {
     fn may_converge(&self) -> bool {
         true
     }
+
+    /// Configs likely to be asked for next (after the last `ask`), for the evaluator to
+    /// compile ahead while it measures; never measured unless asked for. Default: none.
+    fn lookahead(&self) -> Vec<Config> {
+        Vec::new()
+    }
 }
 
 /// Builds the strategy for a variant.

@@ -36,6 +36,9 @@ const LIST_LIMIT: u128 = 1 << 22;
 const POOL_LIMIT: usize = 12_000;
 /// Candidates drawn per step in a space too large to list.
 const SAMPLED_POOL: usize = 2048;
+/// Runners-up of each pick offered to the evaluator to compile ahead ([`Strategy::lookahead`]):
+/// the next pick is often among them, and its compile is then off the critical path.
+const LOOKAHEAD: usize = 4;
 
 pub struct Surrogate {
     encoder: Encoder,
@@ -45,6 +48,8 @@ pub struct Surrogate {
     listing: Option<Arc<Vec<Config>>>,
     /// Measured configs: their codes and log p50 (`None`: no time).
     observed: Vec<(Code, Option<f64>)>,
+    /// The last pick's runners-up, best first.
+    runners_up: Vec<Config>,
 }
 
 impl Surrogate {
@@ -55,6 +60,7 @@ impl Surrogate {
             designed: false,
             listing: space.listed(LIST_LIMIT).ok(),
             observed: Vec::new(),
+            runners_up: Vec::new(),
         }
     }
 
@@ -123,8 +129,8 @@ impl Surrogate {
         out
     }
 
-    /// The model's pick, or `None` when there is too little to fit.
-    fn model_pick(&self, ctx: &mut Ctx) -> Option<Config> {
+    /// The model's pick, or `None` when there is too little to fit; keeps the runners-up.
+    fn model_pick(&mut self, ctx: &mut Ctx) -> Option<Config> {
         let mut times: Vec<f64> = self.observed.iter().filter_map(|o| o.1).collect();
         if times.len() < 2 || self.encoder.is_trivial() {
             return None;
@@ -139,17 +145,26 @@ impl Surrogate {
             .collect();
         let best = y.iter().copied().fold(f64::INFINITY, f64::min);
         let post = Posterior::fit(&self.encoder, train, &y)?;
-        let mut pick: Option<(f64, Config)> = None;
+        // The best LOOKAHEAD + 1 by expected improvement, best first; ties keep the earlier.
+        let mut ranked: Vec<(f64, Config)> = Vec::with_capacity(LOOKAHEAD + 2);
         for c in self.pool(ctx) {
             let Some(code) = self.encoder.encode(&c) else {
                 continue;
             };
             let ei = expected_improvement(post.predict(&code), best);
-            if pick.as_ref().is_none_or(|(b, _)| ei > *b) {
-                pick = Some((ei, c));
+            if ranked.len() <= LOOKAHEAD || ei > ranked[ranked.len() - 1].0 {
+                let at = ranked
+                    .iter()
+                    .position(|(b, _)| ei > *b)
+                    .unwrap_or(ranked.len());
+                ranked.insert(at, (ei, c));
+                ranked.truncate(LOOKAHEAD + 1);
             }
         }
-        pick.map(|(_, c)| c)
+        let mut ranked = ranked.into_iter().map(|(_, c)| c);
+        let pick = ranked.next();
+        self.runners_up = ranked.collect();
+        pick
     }
 }
 
@@ -164,6 +179,10 @@ impl Strategy for Surrogate {
         }
         let pick = self.model_pick(ctx).or_else(|| self.random_new(ctx, &[]));
         pick.into_iter().collect()
+    }
+
+    fn lookahead(&self) -> Vec<Config> {
+        self.runners_up.clone()
     }
 
     fn tell(&mut self, _ctx: &mut Ctx, config: &Config, eval: &Evaluation) {
