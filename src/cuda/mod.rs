@@ -10,6 +10,7 @@
 //! the host (`eval::inputs`).
 
 pub mod bench;
+pub mod nvml;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,6 +191,7 @@ pub fn format_uuid(bytes: &[u8; 16]) -> String {
 }
 
 /// The SM clock now (MHz), from nvidia-smi; `None` if it is missing or says nothing usable.
+/// [`Gpu::sm_clock_mhz`] asks NVML first, which is far cheaper.
 pub fn sm_clock_mhz(uuid: &str) -> Option<u32> {
     let mut cmd = std::process::Command::new("nvidia-smi");
     cmd.args([
@@ -277,6 +279,8 @@ pub struct Gpu {
     info: DeviceInfo,
     flush: Option<DeviceBuffer>,
     flush_count: u8,
+    /// NVML for this device, opened on the first clock query (`None` inside: not available).
+    nvml: Option<Option<nvml::Nvml>>,
 }
 
 impl Gpu {
@@ -302,11 +306,21 @@ impl Gpu {
             info,
             flush: None,
             flush_count: 0,
+            nvml: None,
         })
     }
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// The SM clock now (MHz): NVML when it loads, else nvidia-smi.
+    pub fn sm_clock_mhz(&mut self) -> Option<u32> {
+        let uuid = &self.info.uuid;
+        match self.nvml.get_or_insert_with(|| nvml::Nvml::open(uuid)) {
+            Some(n) => n.sm_clock_mhz(),
+            None => sm_clock_mhz(uuid),
+        }
     }
 
     /// (free, total) device memory, bytes.

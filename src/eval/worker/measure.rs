@@ -17,7 +17,7 @@ use super::server::{
 };
 use super::{BenchInfo, EvalRequest, EvalResponse, TimingParams};
 use crate::cuda::bench::{self, Flow, Plan, Prep, Sampled};
-use crate::cuda::{sm_clock_mhz, Gpu, Kernel};
+use crate::cuda::{Gpu, Kernel};
 use crate::eval::compare::{self, short, Errors, Worst};
 use crate::eval::inputs::{self, ArgSpec};
 use crate::eval::protocol::{self, CheckPlan, Next};
@@ -420,8 +420,7 @@ fn time(
     notes: &mut Vec<String>,
 ) -> Result<Timed, Fail> {
     let bench_plan = bench_plan(run, kernel, req, tp, sets, main)?;
-    let uuid = gpu.info().uuid.clone();
-    let clock_before = sm_clock_mhz(&uuid);
+    let clock_before = gpu.sm_clock_mhz();
     let mut samples: Vec<f64> = Vec::new();
     let mut wrong: Option<String> = None;
     let mut failed: Option<Fail> = None;
@@ -479,7 +478,7 @@ fn time(
     if stopped == "limit" && samples.len() < tp.iterations.max(1) as usize {
         stopped = "budget";
     }
-    let clock_after = sm_clock_mhz(&uuid);
+    let clock_after = gpu.sm_clock_mhz();
     for (d, bufs) in sets.data.iter().zip(&sets.bufs) {
         if let Some(why) = run.inputs_changed(gpu, d, bufs)? {
             return Ok(Timed::Wrong(format!("during timing: {why}")));
