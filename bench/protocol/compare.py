@@ -42,9 +42,12 @@ def main():
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     agree_rows = []
     ncu_rows = []
+    controls = []
     for t in tasks:
         runs = {}
-        for proto in ("new", "full"):
+        for proto in ("new", "full", "full2", "new2"):
+            if not (out / f"{t}-{proto}.json").exists():
+                continue
             run = load(out / f"{t}-{proto}.json")
             wall = (load(out / f"{t}-{proto}-wall.json") or {}).get("wall_s")
             show = load(out / f"{t}-{proto}-show.json")
@@ -63,7 +66,18 @@ def main():
                 f"| {t} | {proto} | {n} | {ok} | {slower} | {n - ok - slower} | {wall:.1f} | {ph.get('wall_s') or 0:.1f} | "
                 f"{ph.get('correctness_s', 0) or 0:.1f} | {ph.get('timing_s', 0) or 0:.1f} | `{wk}` | {w.get('p50_us', float('nan')):.2f} |"
             )
-        (_, new), (_, full) = runs["new"], runs["full"]
+        for a, b in (("full2", "full"), ("new2", "new")):
+            if a in runs and b in runs and runs[a][1] and runs[b][1]:
+                x, y = runs[a][1], runs[b][1]
+                both = [k for k in x if x[k][0] == "ok" and y.get(k, (None,))[0] == "ok"]
+                rel = [abs(x[k][1] - y[k][1]) / y[k][1] for k in both]
+                if rel:
+                    controls.append(
+                        f"| {t} | {b} vs {a} | {len(rel)} | {100*statistics.median(rel):.2f} % | "
+                        f"{100*max(rel):.2f} % | {sum(r <= 0.02 for r in rel)}/{len(rel)} | "
+                        f"{'yes' if top(x, 1) == top(y, 1) else 'no'} |"
+                    )
+        new, full = runs.get("new", (None, {}))[1], runs.get("full", (None, {}))[1]
         if not new or not full:
             continue
         both = [k for k in new if new[k][0] == "ok" and full.get(k, (None,))[0] == "ok"]
@@ -97,6 +111,12 @@ def main():
     print("|---|---|---|---|---:|---:|---:|---:|---|")
     for r in agree_rows:
         print(r)
+    if controls:
+        print("\n### The same protocol twice in one run (how much runs differ on this GPU)\n")
+        print("| task | runs | configs ok in both | median abs diff | max abs diff | within 2 % | same winner |")
+        print("|---|---|---:|---:|---:|---:|---|")
+        for r in controls:
+            print(r)
     print("\n### The winner against Nsight Compute (one launch, `--clock-control none`)\n")
     print("| task | winner | new p50 (μs) | full p50 (μs) | ncu gpu__time_duration (μs) | new vs ncu | full vs ncu |")
     print("|---|---|---:|---:|---:|---:|---:|")
