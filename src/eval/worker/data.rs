@@ -14,8 +14,24 @@ use crate::eval::inputs::{self, ArgSpec};
 use crate::task::{ArgRole, DType};
 
 /// Host bytes of inputs and reference outputs kept between requests (the same for every
-/// candidate of a shape, so the reference runs once per trial, not once per candidate).
-const CACHE_LIMIT: usize = 8 << 30;
+/// candidate of a shape, so the reference runs once per trial, not once per candidate): a
+/// quarter of the machine's memory, at least 8 GiB. A trial that does not fit is drawn again
+/// (and the reference run again) for every candidate, which costs seconds at large shapes.
+fn cache_limit() -> usize {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let physical = if pages > 0 && page > 0 {
+        pages as usize * page as usize
+    } else {
+        0
+    };
+    (physical / 4).max(8 << 30)
+}
 
 /// Share of the device's free memory (when the first trial is kept) that device copies of
 /// trials may take.
@@ -81,6 +97,8 @@ pub struct DataCache {
     /// Device bytes the kept trials hold, and how many they may (set with the first).
     device_bytes: u64,
     device_budget: Option<u64>,
+    /// Whether the note that a trial did not fit was said.
+    overflow_said: bool,
 }
 
 impl DataCache {
@@ -112,7 +130,7 @@ impl DataCache {
         }
         let mut d = make()?;
         let size = d.bytes();
-        if self.bytes + size <= CACHE_LIMIT {
+        if self.bytes + size <= cache_limit() {
             let budget = match self.device_budget {
                 Some(b) => b,
                 None => {
@@ -135,6 +153,14 @@ impl DataCache {
             self.bytes += size;
             self.trials.insert(trial, d.clone());
             return Ok(d);
+        }
+        if !std::mem::replace(&mut self.overflow_said, true) {
+            eprintln!(
+                "worker: the inputs and reference outputs of trial {trial} do not fit the host cache \
+                 ({} MiB kept, limit {} MiB): they are drawn again for every candidate",
+                self.bytes >> 20,
+                cache_limit() >> 20
+            );
         }
         Ok(Arc::new(d))
     }
