@@ -15,6 +15,7 @@ pub mod llm;
 pub mod report;
 pub mod scale;
 pub mod search;
+pub mod secrets;
 pub mod space;
 pub mod store;
 pub mod study;

@@ -68,7 +68,7 @@ fn tune_with_a_command_provider_records_calls_and_sources() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["evaluations"], 3, "the task's kernel and two calls");
-    assert_eq!(v["stopped_by"], "budget");
+    assert_eq!(v["stopped_by"], "calls", "--llm-calls calls made");
     let run_id = v["run_id"].as_i64().unwrap();
 
     let store = Store::open(&db).unwrap();

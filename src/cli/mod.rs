@@ -4,6 +4,7 @@
 mod compile;
 mod gpu;
 mod import;
+pub mod logging;
 mod progress;
 mod report;
 mod runs;
@@ -80,7 +81,8 @@ struct DbArg {
 
 impl DbArg {
     fn open(&self) -> anyhow::Result<evoengineer::store::Store> {
-        Ok(evoengineer::store::Store::open_location(&self.db)?)
+        use anyhow::Context;
+        evoengineer::store::Store::open_location(&self.db).context("--db")
     }
 }
 
@@ -115,7 +117,7 @@ impl From<VariantArg> for evoengineer::search::Variant {
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| parse_failed(e));
     match cli.command {
         Command::Tune(a) => tune::run(*a),
         Command::Runs(a) => runs::list(a),
@@ -129,6 +131,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(a),
         Command::Import(a) => import::run(a),
     }
+}
+
+/// Exits as clap would, but an error (which may quote a value, say a URL with a password)
+/// is redacted first. Help and version go out as they are.
+fn parse_failed(e: clap::Error) -> ! {
+    use std::io::IsTerminal;
+    if !e.use_stderr() {
+        e.exit()
+    }
+    let text = match std::io::stderr().is_terminal() {
+        true => e.render().ansi().to_string(),
+        false => e.render().to_string(),
+    };
+    eprint!("{}", evoengineer::secrets::redact(&text));
+    std::process::exit(e.exit_code())
 }
 
 /// Formats microseconds for tables.

@@ -126,20 +126,18 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             })
             .unwrap_or_else(|| e.key.clone())
     };
+    // Code evolution counts model calls against --llm-calls: one per trial after the first
+    // (the task's own kernel).
+    let calls = rec
+        .settings
+        .llm
+        .as_ref()
+        .map(|l| evoengineer::search::CallsMade {
+            made: rec.trials.len().saturating_sub(1),
+            limit: l.calls,
+        });
     let why = match rec.row.stopped_by {
-        Some(r) => match r {
-            evoengineer::search::StopReason::Budget => {
-                format!("budget: {} evaluations made", rec.settings.limits.budget)
-            }
-            evoengineer::search::StopReason::Converged => format!(
-                "converged: the elite set did not change for {} evaluations",
-                rec.settings.limits.patience
-            ),
-            evoengineer::search::StopReason::TimeLimit => "time limit reached".to_string(),
-            evoengineer::search::StopReason::Exhausted => {
-                "exhausted: nothing new left to propose".to_string()
-            }
-        },
+        Some(r) => r.describe(&rec.settings.limits, calls),
         None => format!(
             "not stopped ({}); resume with `evoengineer tune --resume {}`",
             rec.row.status, a.run_id
@@ -192,6 +190,9 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             "phases": phases,
             "trajectory": trajectory,
         });
+        if let Some(c) = calls {
+            out["llm_calls"] = json!({ "made": c.made, "limit": c.limit });
+        }
         // Code evolution: every proposal with its lineage (the answers themselves stay in the
         // store: `sources.answer`).
         let sources = store.run_sources(a.run_id)?;
@@ -222,7 +223,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         rec.evaluator, rec.environment.device, rec.environment.toolchain
     );
     println!(
-        "  {} evaluations in {:.1} s; stopped by {why}",
+        "  {} evaluations in {:.1} s; {why}",
         rec.trials.len(),
         rec.row.elapsed_s.unwrap_or(0.0)
     );
@@ -254,14 +255,11 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     }
     let sources = store.run_sources(a.run_id)?;
     if !sources.is_empty() {
-        let tokens: u64 = sources
-            .iter()
-            .filter_map(|s| s.usage.map(|u| u.total_tokens))
-            .sum();
         let rejected = sources.iter().filter(|s| s.rejection.is_some()).count();
         println!(
-            "code evolution: {} sources proposed ({rejected} turned away before compiling), {tokens} tokens",
-            sources.len()
+            "code evolution: {} sources proposed ({rejected} turned away before compiling), {}",
+            sources.len(),
+            source_tokens(&sources)
         );
         for s in &sources {
             let parents: Vec<String> = s
@@ -392,4 +390,21 @@ fn csv_field(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// The tokens the proposals of a run reported (prompt + completion where a server gave no
+/// total). A source proposed again keeps its first record, so a repeated call's tokens are not
+/// in it; `tune` counts every call.
+fn source_tokens(sources: &[evoengineer::store::SourceRecord]) -> String {
+    let reported: Vec<_> = sources.iter().filter_map(|s| s.usage).collect();
+    if reported.is_empty() {
+        return "no token counts reported".to_string();
+    }
+    let sum = |f: fn(&evoengineer::llm::Usage) -> u64| reported.iter().map(f).sum::<u64>();
+    format!(
+        "{} tokens ({} prompt + {} completion)",
+        sum(|u| u.total()),
+        sum(|u| u.prompt_tokens),
+        sum(|u| u.completion_tokens)
+    )
 }

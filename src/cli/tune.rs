@@ -9,7 +9,7 @@ use evoengineer::eval::compile::DEFAULT_ARCH;
 use evoengineer::eval::replay::ReplayEvaluator;
 use evoengineer::eval::{Environment, Evaluator};
 use evoengineer::llm::defence::Preprocessor;
-use evoengineer::llm::evolve::{Evolution, LlmSettings};
+use evoengineer::llm::evolve::{CallTally, Evolution, LlmSettings};
 use evoengineer::llm::prompt::Templates;
 use evoengineer::llm::{ProviderConfig, ProviderSpec};
 use evoengineer::search::{self, Elite, SearchResult, Settings, Variant, WallClock};
@@ -128,10 +128,11 @@ pub struct TuneArgs {
     #[arg(long, value_name = "HASH", conflicts_with = "llm")]
     source: Option<String>,
 
-    /// Continue a run that was interrupted; its settings come from the store
+    /// Continue a run that was interrupted; its settings come from the store (with --llm
+    /// SPEC: the model spec again, for the base URL's credentials, which are not stored)
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = [
         "variant", "budget", "elites", "micro_per_elite", "patience", "time_limit", "seed",
-        "shape", "diverse", "no_insights", "no_two_layer", "replay", "llm", "source", "batch",
+        "shape", "diverse", "no_insights", "no_two_layer", "replay", "source", "batch",
         "external_workers"
     ])]
     resume: Option<i64>,
@@ -214,12 +215,13 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                 bail!("the task's manifest or kernel source changed since run {id} started; start a new run");
             }
             let offset = record.trials.last().map(|t| t.elapsed_s).unwrap_or(0.0);
+            let settings = resumed_settings(record.settings, a.llm.as_deref(), id)?;
             store.reopen_run(id)?;
             (
                 Some(id),
                 task,
                 row.shape,
-                record.settings,
+                settings,
                 record.evaluator,
                 record.trials,
                 offset,
@@ -286,16 +288,17 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
     }
     if !a.json {
         eprintln!(
-            "run {run_id}: task {} shape {} ({}), variant {}, seed {}, budget {}, on {}",
+            "run {run_id}: task {} shape {} ({}), variant {}, seed {}, {}, on {}",
             task.name,
             shape.name,
             shape.describe(),
             settings.variant,
             settings.seed,
-            if settings.limits.budget == usize::MAX {
-                "none".to_string()
-            } else {
-                settings.limits.budget.to_string()
+            // Code evolution stops after --llm-calls model calls; --budget plays no part.
+            match &settings.llm {
+                Some(l) => format!("{} model calls", l.calls),
+                None if settings.limits.budget == usize::MAX => "budget none".to_string(),
+                None => format!("budget {}", settings.limits.budget),
             },
             env.device
         );
@@ -304,11 +307,12 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "run {run_id}: batches of {} go to the store's work queue; measure them with `evoengineer worker --db {}` on any hosts",
             settings.batch,
-            evoengineer::store::db::redact(&a.db.db)
+            evoengineer::secrets::redact(&a.db.db)
         );
     }
     let journal = store.journal(run_id, &task.space, &task.source_hash, &shape.name, &env)?;
     let clock = WallClock::new(Duration::from_secs_f64(offset));
+    let mut calls = None;
     let result = match &settings.llm {
         None => {
             let mut progress = Progress::new(journal, settings.limits.budget, resume.len());
@@ -356,7 +360,7 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                 run_id: Some(run_id),
                 preprocessor: &preprocessor,
             }
-            .run(
+            .run_counted(
                 backend.evaluator(),
                 &mut progress,
                 &mut book,
@@ -364,7 +368,10 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
                 &clock,
             );
             progress.finish();
-            r
+            r.map(|(r, tally)| {
+                calls = Some(tally);
+                r
+            })
         }
     };
     let result = match result {
@@ -417,7 +424,7 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         eprintln!("report: {}", path.display());
     }
     if a.json {
-        let mut out = summary_json(run_id, &task, shape, &settings, &result);
+        let mut out = summary_json(run_id, &task, shape, &settings, &result, calls.as_ref());
         if !baselines.is_empty() {
             let p50 = result.winner().map(|w| w.p50_us);
             out["baselines"] = serde_json::to_value(&baselines)?;
@@ -425,10 +432,40 @@ pub fn run(a: TuneArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_summary(run_id, &task, &settings, &result);
+        print_summary(run_id, &task, &settings, &result, calls.as_ref());
         super::gpu::print_baselines(result.winner().map(|w| w.p50_us), &baselines, shape.flops());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A resumed run's settings. The store keeps no credentials of a model's base URL: `--llm
+/// SPEC` gives them again, and must be the recorded spec once its secrets are hidden.
+fn resumed_settings(
+    mut settings: Settings,
+    spec: Option<&str>,
+    run_id: i64,
+) -> anyhow::Result<Settings> {
+    let Some(llm) = settings.llm.as_mut() else {
+        if spec.is_some() {
+            bail!("run {run_id} is not a code-evolution run: --llm does not go with --resume");
+        }
+        return Ok(settings);
+    };
+    let recorded = llm.provider.spec.to_string();
+    match spec {
+        None if recorded.contains(evoengineer::secrets::MASK) => bail!(
+            "run {run_id} called {recorded}, whose credentials the store does not keep: resume it with --llm and the whole spec again"
+        ),
+        None => {}
+        Some(spec) => {
+            let given = ProviderSpec::parse(spec)?;
+            if evoengineer::secrets::redact(&given.to_string()) != recorded {
+                bail!("with --resume, --llm only gives again the credentials the store does not keep; run {run_id} called {recorded}");
+            }
+            llm.provider.spec = given;
+        }
+    }
+    Ok(settings)
 }
 
 fn settings_from(a: &TuneArgs) -> anyhow::Result<Settings> {
@@ -658,8 +695,9 @@ fn summary_json(
     shape: &evoengineer::task::Shape,
     s: &Settings,
     r: &SearchResult,
+    calls: Option<&CallTally>,
 ) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "run_id": run_id,
         "task": task.name,
         "shape": shape.name,
@@ -675,21 +713,44 @@ fn summary_json(
             "outcome": t.evaluation.outcome.as_str(),
             "p50_us": t.evaluation.timing.as_ref().map(|x| x.p50_us),
         })).collect::<Vec<_>>(),
-    })
+    });
+    // Code evolution: the model calls made against --llm-calls and the tokens reported.
+    if let Some(c) = calls {
+        v["llm"] = json!({
+            "calls": c.made, "calls_limit": c.limit, "calls_with_usage": c.with_usage,
+            "prompt_tokens": c.usage.prompt_tokens,
+            "completion_tokens": c.usage.completion_tokens,
+            "total_tokens": c.usage.total_tokens,
+        });
+    }
+    v
 }
 
-fn print_summary(run_id: i64, task: &Task, s: &Settings, r: &SearchResult) {
+fn print_summary(
+    run_id: i64,
+    task: &Task,
+    s: &Settings,
+    r: &SearchResult,
+    calls: Option<&CallTally>,
+) {
     let failed = r
         .trials
         .iter()
         .filter(|t| t.evaluation.p50_us().is_none())
         .count();
     let reused = r.trials.iter().filter(|t| t.reused).count();
+    let made = calls.map(|c| evoengineer::search::CallsMade {
+        made: c.made,
+        limit: c.limit,
+    });
     println!(
-        "run {run_id}: {} evaluations ({failed} failed a gate, {reused} reused from earlier runs), stopped by {}",
+        "run {run_id}: {} evaluations ({failed} failed a gate, {reused} reused from earlier runs), {}",
         r.trials.len(),
-        r.stopped_by
+        r.stopped_by.describe(&s.limits, made)
     );
+    if let Some(c) = calls {
+        println!("code evolution: {}", tally_text(c));
+    }
     match r.winner() {
         Some(w) => {
             let config = w
@@ -728,6 +789,24 @@ fn print_summary(run_id: i64, task: &Task, s: &Settings, r: &SearchResult) {
     if s.variant != Variant::Grid {
         println!("details: evoengineer show {run_id}");
     }
+}
+
+/// `6 of 6 model calls made, 900 tokens (600 prompt + 300 completion)`, saying which calls
+/// reported no token counts.
+fn tally_text(c: &CallTally) -> String {
+    let calls = format!("{} of {} model calls made", c.made, c.limit);
+    if c.with_usage == 0 {
+        return format!("{calls}, no token counts reported");
+    }
+    let u = &c.usage;
+    let unreported = match c.made - c.with_usage {
+        0 => String::new(),
+        n => format!("; {n} calls reported none"),
+    };
+    format!(
+        "{calls}, {} tokens ({} prompt + {} completion){unreported}",
+        u.total_tokens, u.prompt_tokens, u.completion_tokens
+    )
 }
 
 /// A candidate's config, with its source when it is a model-written variant.

@@ -114,7 +114,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     // Fail now on a store that cannot be reached.
-    drop(Store::open_location(&db)?);
+    drop(Store::open_location(&db).context("--db")?);
     eprintln!(
         "worker {name}: {} on {}, store {}",
         match &a.replay {
@@ -125,7 +125,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
             .map(|g| g.map_or("the default GPU".to_string(), |g| format!("GPU {g}")))
             .collect::<Vec<_>>()
             .join(", "),
-        evoengineer::store::db::redact(&db)
+        evoengineer::secrets::redact(&db)
     );
     let (a, db) = (&a, db.as_str());
     let results: Vec<anyhow::Result<evoengineer::scale::worker::WorkerStats>> =

@@ -90,7 +90,7 @@ pub fn run_with_timeout(
     if !status.success() {
         return Err(LlmError::Call(format!(
             "{exe} failed ({status}): {}",
-            excerpt(&String::from_utf8_lossy(&err), 500)
+            excerpt(&crate::secrets::redact(&String::from_utf8_lossy(&err)), 500)
         )));
     }
     String::from_utf8(out).map_err(|_| LlmError::Protocol(format!("{exe} wrote non-UTF-8")))
@@ -98,7 +98,7 @@ pub fn run_with_timeout(
 
 impl Provider for CommandProvider {
     fn describe(&self) -> String {
-        self.cfg.spec.to_string()
+        crate::secrets::redact(&self.cfg.spec.to_string())
     }
 
     fn model(&self) -> String {
@@ -112,10 +112,11 @@ impl Provider for CommandProvider {
         } else {
             request_body(&model, request, &self.cfg).to_string()
         };
-        let out = run_with_timeout(&self.program, input.as_bytes(), self.cfg.timeout)?;
+        let out = run_with_timeout(&self.program, input.as_bytes(), self.cfg.timeout)
+            .map_err(LlmError::redacted)?;
         let looks_json = out.trim_start().starts_with('{') && out.contains("\"choices\"");
         let (text, model, usage) = if looks_json {
-            parse_completion(&out, &model)?
+            parse_completion(&out, &model).map_err(LlmError::redacted)?
         } else {
             (out, model, None)
         };

@@ -33,6 +33,18 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+impl Usage {
+    /// The tokens of the call: `total_tokens`, else (a server that reports none, or 0)
+    /// prompt + completion.
+    pub fn total(&self) -> u64 {
+        if self.total_tokens > 0 {
+            self.total_tokens
+        } else {
+            self.prompt_tokens + self.completion_tokens
+        }
+    }
+}
+
 /// What the model answered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
@@ -56,6 +68,18 @@ pub enum LlmError {
     /// The endpoint answered something that is not a chat completion.
     #[error("{0}")]
     Protocol(String),
+}
+
+impl LlmError {
+    /// The same error with every secret in its text hidden ([`crate::secrets::redact`]).
+    pub fn redacted(self) -> LlmError {
+        use crate::secrets::redact;
+        match self {
+            LlmError::Setup(m) => LlmError::Setup(redact(&m)),
+            LlmError::Call(m) => LlmError::Call(redact(&m)),
+            LlmError::Protocol(m) => LlmError::Protocol(redact(&m)),
+        }
+    }
 }
 
 /// A language model behind some interface.
@@ -223,13 +247,13 @@ pub(crate) fn parse_completion(
     let v: serde_json::Value = serde_json::from_str(body).map_err(|e| {
         LlmError::Protocol(format!(
             "the answer is not JSON ({e}): {}",
-            excerpt(body, 200)
+            excerpt(&crate::secrets::redact(body), 200)
         ))
     })?;
     if let Some(err) = v.get("error") {
         return Err(LlmError::Protocol(format!(
             "the endpoint answered an error: {}",
-            excerpt(&err.to_string(), 500)
+            excerpt(&crate::secrets::redact(&err.to_string()), 500)
         )));
     }
     let choice = v
@@ -248,13 +272,26 @@ pub(crate) fn parse_completion(
         .and_then(|m| m.as_str())
         .unwrap_or(asked_model)
         .to_string();
-    let usage = v.get("usage").map(|u| {
-        let n = |k: &str| u.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
-        Usage {
-            prompt_tokens: n("prompt_tokens"),
-            completion_tokens: n("completion_tokens"),
-            total_tokens: n("total_tokens"),
+    // `usage`: prompt, completion and total tokens. Servers that leave the total out (or send
+    // 0) get prompt + completion; `input_tokens`/`output_tokens` are read where the usual
+    // names are absent. A `usage` without any count is no usage.
+    let usage = v.get("usage").and_then(|u| {
+        let n = |keys: &[&str]| keys.iter().find_map(|k| u.get(*k).and_then(|x| x.as_u64()));
+        let prompt = n(&["prompt_tokens", "input_tokens"]);
+        let completion = n(&["completion_tokens", "output_tokens"]);
+        let total = n(&["total_tokens"]);
+        if prompt.is_none() && completion.is_none() && total.is_none() {
+            return None;
         }
+        let u = Usage {
+            prompt_tokens: prompt.unwrap_or(0),
+            completion_tokens: completion.unwrap_or(0),
+            total_tokens: total.unwrap_or(0),
+        };
+        Some(Usage {
+            total_tokens: u.total(),
+            ..u
+        })
     });
     Ok((text, model, usage))
 }

@@ -6,6 +6,10 @@
 //! not stored, not in `Debug` output. Each attempt has the configured timeout; 429, 5xx and
 //! transport errors (timeouts included) are retried with exponential backoff, honouring a
 //! `Retry-After` of seconds. Other statuses fail at once.
+//!
+//! The key and the base URL's credentials are registered with [`crate::secrets`], and every
+//! error text is redacted before it leaves: an endpoint that echoes the request headers in an
+//! error body (some proxies do) does not put the key into the store or the logs.
 
 use std::time::Duration;
 
@@ -13,6 +17,7 @@ use super::{
     excerpt, parse_completion, request_body, Answer, ChatRequest, LlmError, Provider,
     ProviderConfig, ProviderSpec,
 };
+use crate::secrets;
 
 /// An API key that never prints.
 #[derive(Clone)]
@@ -24,13 +29,25 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug)]
 pub struct OpenAiProvider {
     url: String,
     model: String,
     key: Option<Secret>,
     cfg: ProviderConfig,
     agent: ureq::Agent,
+    /// `url` with its credentials hidden, for messages.
+    shown_url: String,
+}
+
+/// Shows neither the key nor the base URL's credentials.
+impl std::fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiProvider")
+            .field("url", &self.shown_url)
+            .field("model", &self.model)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenAiProvider {
@@ -49,13 +66,19 @@ impl OpenAiProvider {
                 }
             },
         };
+        if let Some(k) = &key {
+            secrets::register(&k.0);
+        }
+        secrets::register_url(base_url);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(cfg.timeout))
             .http_status_as_error(false)
             .build()
             .into();
+        let url = format!("{base_url}/chat/completions");
         Ok(OpenAiProvider {
-            url: format!("{base_url}/chat/completions"),
+            shown_url: secrets::redact(&url),
+            url,
             model: model.clone(),
             key,
             cfg: cfg.clone(),
@@ -74,7 +97,10 @@ impl OpenAiProvider {
         }
         let mut resp = match req.send(body) {
             Ok(r) => r,
-            Err(e) => return Err((true, None, format!("POST {}: {e}", self.url))),
+            Err(e) => {
+                let e = secrets::redact(&e.to_string());
+                return Err((true, None, format!("POST {}: {e}", self.shown_url)));
+            }
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -87,11 +113,12 @@ impl OpenAiProvider {
         let text = match resp.body_mut().read_to_string() {
             Ok(t) => t,
             Err(e) => {
+                let e = secrets::redact(&e.to_string());
                 return Err((
                     true,
                     None,
-                    format!("POST {}: reading the answer: {e}", self.url),
-                ))
+                    format!("POST {}: reading the answer: {e}", self.shown_url),
+                ));
             }
         };
         if (200..300).contains(&status) {
@@ -101,14 +128,18 @@ impl OpenAiProvider {
         Err((
             retryable,
             retry_after,
-            format!("POST {}: HTTP {status}: {}", self.url, excerpt(&text, 300)),
+            format!(
+                "POST {}: HTTP {status}: {}",
+                self.shown_url,
+                excerpt(&secrets::redact(&text), 300)
+            ),
         ))
     }
 }
 
 impl Provider for OpenAiProvider {
     fn describe(&self) -> String {
-        format!("openai:{}#{}", self.url, self.model)
+        format!("openai:{}#{}", self.shown_url, self.model)
     }
 
     fn model(&self) -> String {
@@ -122,7 +153,8 @@ impl Provider for OpenAiProvider {
         loop {
             match self.attempt(&body) {
                 Ok(text) => {
-                    let (text, model, usage) = parse_completion(&text, &self.model)?;
+                    let (text, model, usage) =
+                        parse_completion(&text, &self.model).map_err(LlmError::redacted)?;
                     return Ok(Answer {
                         text,
                         model,
@@ -135,7 +167,8 @@ impl Provider for OpenAiProvider {
                         return Err(LlmError::Call(format!(
                             "{message} (after {} attempts)",
                             attempt + 1
-                        )));
+                        ))
+                        .redacted());
                     }
                     let wait = retry.wait(attempt, retry_after);
                     tracing::warn!("{message}; retrying in {:.1} s", wait.as_secs_f64());

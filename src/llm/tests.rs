@@ -207,3 +207,25 @@ fn command_provider_timeout_and_failure() {
         .unwrap_err();
     assert!(e.to_string().contains("failed"), "{e}");
 }
+
+#[test]
+fn an_error_that_echoes_the_headers_holds_no_secret() {
+    let server = ChatServer::start(vec![Reply::echo_headers(400)]);
+    std::env::set_var("EVOENGINEER_TEST_KEY_ECHO", "sk-echo-canary-31337");
+    let spec = format!(
+        "openai:http://user:pw-echo-canary@127.0.0.1:{}/v1#m",
+        server.port
+    );
+    let mut cfg = fast(ProviderSpec::parse(&spec).unwrap());
+    cfg.key_env = Some("EVOENGINEER_TEST_KEY_ECHO".into());
+    let p = cfg.build().unwrap();
+    let shown = format!("{p:?} {}", p.describe());
+    assert!(!shown.contains("canary"), "{shown}");
+    let e = p.complete(&req()).unwrap_err().to_string();
+    assert!(e.contains("HTTP 400") && e.contains("Bearer ***"), "{e}");
+    assert!(!e.contains("canary"), "{e}");
+    let headers = &server.requests.lock().unwrap()[0].1;
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "authorization" && v == "Bearer sk-echo-canary-31337"));
+}

@@ -26,7 +26,7 @@ use crate::insight::{Bottleneck, Profile};
 use crate::space::{Config, Layer, SpaceError};
 use crate::task::{Shape, Task};
 pub use elites::{Elite, EliteSet};
-pub use termination::{Limits, StopReason};
+pub use termination::{CallsMade, Limits, StopReason};
 
 /// The search strategies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

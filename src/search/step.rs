@@ -32,6 +32,9 @@ pub struct Sinks<'a> {
 
 /// Offers `m` to the elites, records it, profiles it if it entered the elite set and
 /// `insights` is on. Returns the trial (numbered `seq`) and whether the elite set changed.
+/// A key offered before (a source a model proposed again, a measurement reused from the store
+/// of a candidate already seen) is recorded as a trial but leaves the elite set as it was: the
+/// first measurement of a key stands ([`EliteSet::offer`]).
 pub fn conclude(
     m: Measured,
     seq: usize,

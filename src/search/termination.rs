@@ -16,6 +16,8 @@ pub enum StopReason {
     /// Nothing left to propose: every valid config was evaluated, or the strategy's
     /// neighbourhoods and samples found nothing new.
     Exhausted,
+    /// Code evolution: `--llm-calls` model calls were made.
+    Calls,
 }
 
 impl StopReason {
@@ -25,6 +27,7 @@ impl StopReason {
             StopReason::Converged => "converged",
             StopReason::TimeLimit => "time_limit",
             StopReason::Exhausted => "exhausted",
+            StopReason::Calls => "calls",
         }
     }
 
@@ -34,9 +37,47 @@ impl StopReason {
             StopReason::Converged,
             StopReason::TimeLimit,
             StopReason::Exhausted,
+            StopReason::Calls,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
+    }
+}
+
+/// The model calls of a code-evolution run: made, and the most it may make (`--llm-calls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallsMade {
+    pub made: usize,
+    pub limit: usize,
+}
+
+impl StopReason {
+    /// Why a run stopped, in words, against the limit that fired: `stopped by budget: 100
+    /// evaluations made` for a knob search; for code evolution (`calls`: its model calls) the
+    /// calls made against `--llm-calls`, `stopped: 6 of 6 model calls made`, whatever the
+    /// record says (runs recorded before `calls` existed say `budget`).
+    pub fn describe(self, limits: &Limits, calls: Option<CallsMade>) -> String {
+        match (self, calls) {
+            (StopReason::Budget | StopReason::Calls, Some(c)) => {
+                format!("stopped: {} of {} model calls made", c.made, c.limit)
+            }
+            (StopReason::TimeLimit, Some(c)) => format!(
+                "stopped by time limit after {} of {} model calls",
+                c.made, c.limit
+            ),
+            (StopReason::Calls, None) => "stopped: every model call made".to_string(),
+            (StopReason::Budget, None) => {
+                format!("stopped by budget: {} evaluations made", limits.budget)
+            }
+            (StopReason::Converged, _) => format!(
+                "stopped by convergence: the elite set did not change for {} evaluations",
+                limits.patience
+            ),
+            (StopReason::TimeLimit, None) => "stopped by time limit".to_string(),
+            (StopReason::Exhausted, _) => {
+                "stopped by exhaustion: nothing new left to propose".to_string()
+            }
+        }
     }
 }
 
@@ -96,8 +137,35 @@ mod tests {
     }
 
     #[test]
+    fn code_evolution_stops_are_told_in_model_calls() {
+        let l = Limits {
+            budget: 100,
+            patience: 3,
+            time_limit: None,
+        };
+        let c = Some(CallsMade { made: 6, limit: 6 });
+        assert_eq!(
+            StopReason::Calls.describe(&l, c),
+            "stopped: 6 of 6 model calls made"
+        );
+        // A record from before `calls` existed says `budget`: still told in calls.
+        assert_eq!(
+            StopReason::Budget.describe(&l, c),
+            "stopped: 6 of 6 model calls made"
+        );
+        assert_eq!(
+            StopReason::TimeLimit.describe(&l, Some(CallsMade { made: 2, limit: 6 })),
+            "stopped by time limit after 2 of 6 model calls"
+        );
+        assert_eq!(
+            StopReason::Budget.describe(&l, None),
+            "stopped by budget: 100 evaluations made"
+        );
+    }
+
+    #[test]
     fn names_round_trip() {
-        for r in ["budget", "converged", "time_limit", "exhausted"] {
+        for r in ["budget", "converged", "time_limit", "exhausted", "calls"] {
             assert_eq!(StopReason::parse(r).unwrap().as_str(), r);
         }
     }

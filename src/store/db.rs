@@ -421,24 +421,77 @@ fn pg_row(r: &postgres::Row) -> Result<Row, DbError> {
     Ok(Row(out))
 }
 
-/// `postgres://user:secret@host/db` with the password hidden, for messages.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(split) => split,
-        None => return url.to_string(),
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
-}
-
 /// Whether `db` names a PostgreSQL server rather than a SQLite file.
 pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// `db` for a message: its secrets hidden ([`crate::secrets::redact`]), and the password of
+/// a `USER:PASSWORD@HOST` without a scheme too.
+pub fn shown_location(db: &str) -> String {
+    let shown = crate::secrets::redact(db);
+    if shown.contains("://") {
+        return shown;
+    }
+    match (shown.find(':'), shown.rfind('@')) {
+        (Some(c), Some(at)) if c < at => {
+            format!("{}:{}{}", &shown[..c], crate::secrets::MASK, &shown[at..])
+        }
+        _ => shown,
+    }
+}
+
+/// What a store location (`--db`) names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location<'a> {
+    /// `postgres://...` or `postgresql://...`.
+    Postgres(&'a str),
+    /// A SQLite file.
+    File(&'a str),
+}
+
+impl<'a> Location<'a> {
+    /// `db` as a PostgreSQL URL or a SQLite file path. Anything else is an error saying why
+    /// (another URL scheme, `USER:PASSWORD@HOST`, a `key=value` connection string, nothing),
+    /// so that a mistyped server never becomes a new SQLite file named after it.
+    pub fn parse(db: &'a str) -> Result<Location<'a>, String> {
+        if is_postgres_url(db) {
+            return Ok(Location::Postgres(db));
+        }
+        let t = db.trim();
+        if t.is_empty() {
+            return Err("it is empty".into());
+        }
+        let lower = t.to_ascii_lowercase();
+        if let Some((scheme, _)) = t.split_once("://") {
+            return Err(format!(
+                "`{scheme}://` is not a store evoengineer knows (PostgreSQL: postgres://)"
+            ));
+        }
+        if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+            return Err("a PostgreSQL URL starts with postgres:// (lowercase)".into());
+        }
+        if let Some((before, _)) = t.split_once('@') {
+            if before.contains(':') && !before.contains('/') {
+                return Err("it looks like USER:PASSWORD@HOST without postgres:// in front".into());
+            }
+        }
+        const LIBPQ_KEYS: [&str; 6] = [
+            "host=",
+            "hostaddr=",
+            "port=",
+            "dbname=",
+            "user=",
+            "password=",
+        ];
+        if LIBPQ_KEYS.iter().any(|k| lower.starts_with(k)) {
+            return Err(
+                "a key=value connection string; give the PostgreSQL server as a postgres:// URL"
+                    .into(),
+            );
+        }
+        Ok(Location::File(db))
+    }
 }
 
 #[cfg(test)]
@@ -477,12 +530,37 @@ mod tests {
     }
 
     #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(
-            redact("postgres://evo:hunter2@db.example:5432/runs"),
-            "postgres://evo:***@db.example:5432/runs"
-        );
-        assert_eq!(redact("postgres://db/runs"), "postgres://db/runs");
+    fn locations_are_a_postgres_url_or_a_path() {
         assert!(is_postgres_url("postgresql://x") && !is_postgres_url("runs.db"));
+        for ok in [
+            "runs.db",
+            "./a/b.db",
+            "/tmp/x y/runs.db",
+            "C:\\runs.db",
+            "./a:b@c.db",
+        ] {
+            assert_eq!(Location::parse(ok), Ok(Location::File(ok)));
+        }
+        let pg = "postgres://evo:hunter2@db.example:5432/runs";
+        assert_eq!(Location::parse(pg), Ok(Location::Postgres(pg)));
+        for bad in [
+            "",
+            "  ",
+            "mysql://x",
+            "sqlite:///tmp/a.db",
+            "Postgres://h/db",
+            "postgres:h/db",
+            "user:pass@host",
+            "user:pass@host/db",
+            "host=db.example password=hunter2 dbname=evo",
+        ] {
+            assert!(Location::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(shown_location("evo:hunter2@db-host"), "evo:***@db-host");
+        assert_eq!(shown_location("mysql://u:hunter2@h/x"), "mysql://u:***@h/x");
+        assert_eq!(
+            shown_location("host=h password=hunter2"),
+            "host=h password=***"
+        );
     }
 }

@@ -122,6 +122,8 @@ impl<'a> RunJournal<'a> {
         let e = &trial.evaluation;
         let (eval_json, eval_nonfinite) =
             codec::encode(e, codec::evaluation_floats).map_err(|err| s.data(what(), err))?;
+        // The last line of defence: no secret in a message reaches the store.
+        let eval_json = crate::secrets::redact(&eval_json);
         let (profile_json, profile_nonfinite) =
             encode_profile(trial.profile.as_ref()).map_err(|err| s.data(what(), err))?;
         let config_json = serde_json::to_string(&self.space.to_json(&trial.candidate.config))

@@ -65,6 +65,7 @@ use crate::candidate::{Candidate, SourceRef};
 use crate::eval::replay::LandscapeRecord;
 use crate::eval::Environment;
 use crate::search::{Elite, SearchResult, Settings, StopReason, Trial, Variant};
+use crate::secrets;
 use crate::space::{Layer, Space};
 
 pub use journal::RunJournal;
@@ -78,6 +79,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A location that is neither a PostgreSQL URL nor a SQLite file path (shown redacted).
+    #[error("`{location}` is neither a PostgreSQL URL (postgres://... or postgresql://...) nor a SQLite file path: {why}")]
+    Location { location: String, why: String },
     #[error("cannot open the store {}: {source}", path.display())]
     Open {
         path: PathBuf,
@@ -251,18 +255,23 @@ impl Store {
     }
 
     /// Opens the store `db` names: a PostgreSQL server (`postgres://...` or
-    /// `postgresql://...`) or else a SQLite file.
+    /// `postgresql://...`) or a SQLite file; anything else is an error
+    /// ([`db::Location::parse`]).
     pub fn open_location(db: &str) -> Result<Store, StoreError> {
-        if db::is_postgres_url(db) {
-            Store::open_postgres(db)
-        } else {
-            Store::open(db)
+        match db::Location::parse(db) {
+            Ok(db::Location::Postgres(url)) => Store::open_postgres(url),
+            Ok(db::Location::File(path)) => Store::open(path),
+            Err(why) => Err(StoreError::Location {
+                location: db::shown_location(db),
+                why,
+            }),
         }
     }
 
     /// Connects to a PostgreSQL server, creating the schema if the database has none.
     pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
-        let shown = db::redact(url);
+        secrets::register_url(url);
+        let shown = secrets::redact(url);
         let client = postgres::Client::connect(url, postgres::NoTls).map_err(|source| {
             StoreError::Connect {
                 url: shown.clone(),
@@ -452,10 +461,12 @@ impl Store {
         }
     }
 
-    /// Records the start of a run; returns its id.
+    /// Records the start of a run; returns its id. The command line and the settings are
+    /// stored with their secrets hidden ([`secrets::redact`]: URL credentials, keys).
     pub fn create_run(&self, run: &NewRun) -> Result<i64, StoreError> {
         let settings =
             serde_json::to_string(&run.settings).map_err(|e| self.data("run settings", e))?;
+        let settings = secrets::redact(&settings);
         let tx = self.write()?;
         let row = tx
             .query_opt(
@@ -475,7 +486,7 @@ impl Store {
                     run.evaluator,
                     run.environment.device,
                     run.environment.toolchain,
-                    run.command_line,
+                    secrets::redact(&run.command_line),
                 ],
             )
             .map_err(self.db())?;
@@ -549,7 +560,7 @@ impl Store {
         self.update_run(
             run_id,
             "UPDATE runs SET status = 'failed', message = ?2, finished_at = ?3 WHERE id = ?1",
-            args![run_id, message, time::now_utc()],
+            args![run_id, secrets::redact(message), time::now_utc()],
         )
     }
 
@@ -888,8 +899,11 @@ pub struct SourceRecord {
 }
 
 impl Store {
-    /// Records a source; one already there (same hash) is kept as it is. True if new.
+    /// Records a source; one already there (same hash) is kept as it is. True if new. The
+    /// answer, notes, model and rejection are stored with their secrets hidden (not the code,
+    /// which its hash names).
     pub fn put_source(&self, s: &SourceRecord) -> Result<bool, StoreError> {
+        let hide = |t: &Option<String>| t.as_deref().map(secrets::redact);
         let parents = serde_json::to_string(&s.parents).map_err(|e| self.data("source", e))?;
         let usage = s
             .usage
@@ -908,15 +922,15 @@ impl Store {
                     s.code,
                     parents,
                     s.operator,
-                    s.model,
+                    hide(&s.model),
                     s.prompt_hash,
-                    s.answer,
+                    hide(&s.answer),
                     time::now_utc(),
                     s.run_id,
                     s.call,
-                    s.notes,
+                    hide(&s.notes),
                     usage,
-                    s.rejection
+                    hide(&s.rejection)
                 ],
             )
             .map_err(self.db())?;

@@ -261,6 +261,7 @@ impl Store {
         nonfinite: Option<String>,
         gpu: Option<u32>,
     ) -> Result<bool, StoreError> {
+        let json = crate::secrets::redact(&json);
         let tx = self.write()?;
         let n = tx
             .execute(

@@ -16,6 +16,8 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (to make the client time out).
     pub delay: Duration,
+    /// Answer with the request's headers instead of `body` (as some proxies do in an error).
+    pub echo: bool,
 }
 
 impl Reply {
@@ -34,6 +36,7 @@ impl Reply {
             headers: vec![],
             body: body.to_string(),
             delay: Duration::ZERO,
+            echo: false,
         }
     }
 
@@ -43,6 +46,16 @@ impl Reply {
             headers: vec![],
             body: body.to_string(),
             delay: Duration::ZERO,
+            echo: false,
+        }
+    }
+
+    /// `status` with a body that echoes the request line and headers: as raw lines and as a
+    /// JSON object of an OpenAI-style error.
+    pub fn echo_headers(status: u16) -> Reply {
+        Reply {
+            echo: true,
+            ..Reply::status(status, "")
         }
     }
 
@@ -123,10 +136,25 @@ fn serve(mut stream: std::net::TcpStream, reply: Reply, log: Arc<Mutex<Vec<Reque
     let _ = reader.read_exact(&mut body);
     log.lock().unwrap().push((
         line.trim_end().to_string(),
-        headers,
+        headers.clone(),
         String::from_utf8_lossy(&body).into_owned(),
     ));
     std::thread::sleep(reply.delay);
+    let body = if reply.echo {
+        let raw: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let map: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        serde_json::json!({ "error": {
+            "message": format!("bad request: {}\n{}", line.trim_end(), raw.join("\n")),
+            "headers": map,
+        }})
+        .to_string()
+    } else {
+        reply.body.clone()
+    };
+    let reply = Reply { body, ..reply };
     let mut out = format!(
         "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         reply.status,
