@@ -10,15 +10,16 @@
 //! |---|---|
 //! | `hello` | `hello` {protocol, device} |
 //! | `prepare` {reference, args, seed, trials, input_sets} | `prepared` {trials, seconds} |
-//! | `eval` {kernel, reference, args, trials, seed, tolerance, timing} | `eval` {outcome, message, correctness, timing, kernel, bench, exiting} |
+//! | `eval` {kernel, reference, args, trials, seed, tolerance, timing, checker} | `eval` {outcome, message, correctness, timing, kernel, bench, exiting}; `alive` heartbeats while it runs |
 //! | `run_once` {kernel, args, seed, trial} | `run_once` {outcome, message, kernel_us, exiting} |
 //! | `shutdown` | `bye`, then the worker exits |
 //! | anything malformed, or an evaluator failure | `error` {message, exiting} |
 //!
 //! The gates inside `eval`, failing fast: the kernel loads and its launch fits the device;
 //! `trials` correctness trials (fresh inputs each, outputs poisoned, compared with the
-//! reference's f32 outputs); then, if asked and only if correct, the timing loop
-//! ([`crate::cuda::bench`]), whose last launch is checked against the reference too.
+//! reference's f32 outputs, inputs verified unchanged); then, if asked and only if correct,
+//! the timing loop ([`crate::cuda::bench`]) under the protocol of [`crate::eval::protocol`]
+//! (stopping rule, racing, checked launches).
 //!
 //! After a CUDA error the worker answers (`runtime_error` for the candidate's own launches, an
 //! `error` for the reference's) and, when the error is sticky or the context no longer
