@@ -485,3 +485,45 @@ fn compile_command_rows() {
         compile_command(&task, &configs, task.default_shape(), "sm_90a", &missing).unwrap_err();
     assert!(matches!(err, CompileError::Toolchain(_)), "{err}");
 }
+
+/// The worker's own checker kernels compile with either compiler of a task, and the cubin
+/// holds both entries (the GPU evaluator compiles them once per run; the worker loads them).
+fn checker_compiles(compiler: Compiler, test: &str) {
+    let cache = tempfile::tempdir().unwrap();
+    let Some(gate) = gate_or_skip(compiler, settings(cache.path()), test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let task = make_task(dir.path(), compiler);
+    let j = evoengineer::eval::cuda::checker_job(job(&task, &task.space.default_config(), None));
+    let done = gate
+        .compile(&j)
+        .unwrap_or_else(|e| panic!("the checker does not compile with {compiler:?}: {e}"));
+    for entry in [
+        evoengineer::eval::worker::CHECKER_COMPARE_ENTRY,
+        evoengineer::eval::worker::CHECKER_SAME_ENTRY,
+    ] {
+        assert!(
+            done.cubin
+                .windows(entry.len())
+                .any(|w| w == entry.as_bytes()),
+            "{entry} is not in the cubin"
+        );
+    }
+    assert_eq!(
+        done.resources.spill_store_bytes + done.resources.spill_load_bytes,
+        0,
+        "{}",
+        done.log
+    );
+}
+
+#[test]
+fn the_worker_checker_compiles_with_nvcc() {
+    checker_compiles(Compiler::Nvcc, "the_worker_checker_compiles_with_nvcc");
+}
+
+#[test]
+fn the_worker_checker_compiles_with_nvrtc() {
+    checker_compiles(Compiler::Nvrtc, "the_worker_checker_compiles_with_nvrtc");
+}

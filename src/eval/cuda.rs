@@ -114,6 +114,24 @@ fn dims(d: &crate::eval::launch::LaunchDims) -> Dims {
     }
 }
 
+/// The compile job of the worker's checker kernels (`src/eval/checker.cu`), made from any job
+/// of the task (its compiler and architecture): no defines, no task flags, no launch checks.
+pub fn checker_job(mut job: CompileJob) -> CompileJob {
+    job.source = crate::eval::worker::CHECKER_SOURCE.to_string();
+    job.file_name = "evo_checker.cu".into();
+    job.include_dir = None;
+    job.entry = crate::eval::worker::CHECKER_COMPARE_ENTRY.into();
+    job.defines.clear();
+    // NVRTC optimizes by default and refuses nvcc's -O3.
+    job.flags = match job.compiler {
+        crate::task::Compiler::Nvcc => vec!["-O3".into()],
+        crate::task::Compiler::Nvrtc => Vec::new(),
+    };
+    job.launch = None;
+    job.max_spill_bytes = u64::MAX;
+    job
+}
+
 impl CudaEvaluator {
     /// Starts a worker and asks it for the device. Fails when there is no usable GPU.
     pub fn new(task: &Task, opts: CudaOptions) -> Result<CudaEvaluator, EvalError> {
@@ -185,15 +203,8 @@ impl CudaEvaluator {
         let compiled = self
             .job(&Candidate::base(self.task.space.default_config()), shape)
             .map_err(|e| e.to_string())
-            .and_then(|mut job| {
-                job.source = crate::eval::worker::CHECKER_SOURCE.to_string();
-                job.file_name = "evo_checker.cu".into();
-                job.include_dir = None;
-                job.entry = crate::eval::worker::CHECKER_COMPARE_ENTRY.into();
-                job.defines.clear();
-                job.flags = vec!["-O3".into()];
-                job.launch = None;
-                job.max_spill_bytes = u64::MAX;
+            .and_then(|job| {
+                let job = checker_job(job);
                 self.gate.compile(&job).map_err(|e| e.to_string())
             })
             .and_then(|c| self.cubin_file(&c).map_err(|e| e.to_string()));
