@@ -20,8 +20,10 @@ use evoengineer::task::Task;
 see the task folders at the same paths as the coordinator (`tune --external-workers`). Each \
 claims one queued candidate at a time (SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL) under \
 a lease it renews while it measures; if a worker dies, its candidate is claimed again by \
-another once the lease has expired, and only one result is ever written. Stop a worker with \
-Ctrl-C (or let --idle-exit end it).
+another once the lease has expired, and only one result is ever written. Model-written sources \
+(`tune --llm`, `tune --source`) are read from the store. A candidate a worker cannot run (its \
+task folder missing, its source not in the store) is recorded as failed, stopping that run with \
+the reason, and the worker goes on. Stop a worker with Ctrl-C (or let --idle-exit end it).
 
 Examples:
   evoengineer worker --db postgres://evo:secret@db-host/evo --gpus all
@@ -166,10 +168,11 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
                 .map(|t| t.join().expect("a worker thread panicked"))
                 .collect()
         });
-    let mut done = 0;
+    let (mut done, mut failed) = (0, 0);
     for r in results {
         let stats = r?;
         done += stats.done;
+        failed += stats.failed;
         if stats.lost > 0 {
             eprintln!(
                 "worker {name}: {} results discarded (their leases had expired and other workers took them)",
@@ -178,6 +181,11 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     }
     eprintln!("worker {name}: idle for the --idle-exit time; {done} results written");
+    if failed > 0 {
+        eprintln!(
+            "worker {name}: {failed} items could not be run here and were recorded as failed (see the warnings above; their runs stop with the reason)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

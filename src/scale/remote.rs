@@ -1,5 +1,10 @@
 //! The coordinator's side of external workers: an [`Evaluator`] that enqueues each batch in
 //! the store's `work` table and waits until workers on any host have measured all of it.
+//!
+//! Workers read a model-written source from the store's `sources` table by its hash (the run
+//! records it there before it is queued). An item a worker could not run (its task folder
+//! missing there, its source not in the store) comes back as a failure; the run stops with
+//! it as an evaluator error, to be resumed once the cause is fixed (the item is queued again).
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +106,11 @@ fn store_err(e: StoreError) -> EvalError {
     EvalError::Other(format!("work queue: {e}"))
 }
 
+/// The error of an item no worker could run.
+fn unrunnable(key: &str, why: &str) -> EvalError {
+    EvalError::Other(format!("work queue: {key} could not be run: {why}"))
+}
+
 impl Evaluator for QueueEvaluator {
     fn environment(&self) -> Environment {
         self.env.clone()
@@ -121,15 +131,25 @@ impl Evaluator for QueueEvaluator {
         let what = format!("a batch of {}", keys.len());
         self.wait(&what, |store| {
             let mut done = store.evaluations_done(run_id, &keys)?;
+            // A failure ends the batch at once: the run stops with it.
+            let failed = keys.iter().find_map(|k| match done.get(k) {
+                Some((Err(why), _)) => Some(unrunnable(k, why)),
+                _ => None,
+            });
+            if let Some(e) = failed {
+                return Ok(Some(Err(e)));
+            }
             if done.len() < keys.len() {
                 return Ok(None);
             }
-            Ok(Some(
-                keys.iter()
-                    .map(|k| done.remove(k).expect("every key is done"))
-                    .collect(),
-            ))
-        })
+            Ok(Some(Ok(keys
+                .iter()
+                .map(|k| {
+                    let (answer, gpu) = done.remove(k).expect("every key is done");
+                    (answer.expect("failures were answered above"), gpu)
+                })
+                .collect())))
+        })?
     }
 
     fn profile(
@@ -141,6 +161,7 @@ impl Evaluator for QueueEvaluator {
         let run_id = self.run_id()?;
         self.wait(&format!("the profile of {}", keys[0]), |store| {
             store.profile_done(run_id, &keys[0])
-        })
+        })?
+        .map_err(|why| unrunnable(&format!("the profile of {}", keys[0]), &why))
     }
 }

@@ -7,6 +7,11 @@
 //! another worker claims the candidate again (a new claim token). A result is written only by
 //! the holder of the current claim and only while the candidate is not done, so every
 //! candidate is measured into the run exactly once.
+//!
+//! An item a worker cannot run (its run's task folder is missing or differs, its source is not
+//! in the store, its config does not fit) is done with a failure in place of a result
+//! (`result_json` is `{"failed": MESSAGE}`); the coordinator reads it back as the reason, and
+//! enqueueing the item again (a resumed run) makes it pending again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,6 +61,36 @@ pub struct Claimed {
     pub claim: String,
 }
 
+/// A done item's answer: its result, or why the worker that claimed it could not run it.
+pub type Answer<T> = Result<T, String>;
+
+/// How `result_json` begins when it holds a failure rather than a result.
+const FAILED_PREFIX: &str = "{\"failed\":";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Failed {
+    failed: String,
+}
+
+/// The failure a `result_json` holds, if it holds one.
+fn failure_of(json: &str) -> Option<String> {
+    json.starts_with(FAILED_PREFIX)
+        .then(|| serde_json::from_str::<Failed>(json).ok())
+        .flatten()
+        .map(|f| f.failed)
+}
+
+/// What a worker needs of a run to measure its candidates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerRun {
+    pub task_dir: PathBuf,
+    pub shape: String,
+    pub seed: u64,
+    /// The task's source hash when the run started; a worker's copy must have the same.
+    pub kernel_hash: String,
+}
+
 /// How far a run's queue is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueCounts {
@@ -66,7 +101,8 @@ pub struct QueueCounts {
 
 impl Store {
     /// Enqueues candidates of run `run_id`; one already queued (same kind and key) is kept
-    /// as it is, so a resumed coordinator picks up what workers already measured.
+    /// as it is, so a resumed coordinator picks up what workers already measured, unless a
+    /// worker could not run it: that one is pending again.
     pub fn enqueue(
         &self,
         run_id: i64,
@@ -80,45 +116,68 @@ impl Store {
                 "INSERT INTO work (run_id, kind, candidate_key, source, config_json, status,
                     created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)
-                 ON CONFLICT (run_id, kind, candidate_key) DO NOTHING",
-                args![run_id, kind.as_str(), w.key, w.source, w.config_json, now],
+                 ON CONFLICT (run_id, kind, candidate_key) DO UPDATE SET status = 'pending',
+                    source = excluded.source, config_json = excluded.config_json,
+                    claim = NULL, worker = NULL, lease_until = NULL, attempts = 0,
+                    result_json = NULL, result_nonfinite = NULL, gpu = NULL, done_at = NULL
+                 WHERE work.status = 'done' AND work.result_json LIKE ?7",
+                args![
+                    run_id,
+                    kind.as_str(),
+                    w.key,
+                    w.source,
+                    w.config_json,
+                    now,
+                    format!("{FAILED_PREFIX}%")
+                ],
             )
             .map_err(self.db())?;
         }
         tx.commit().map_err(self.db())
     }
 
-    /// The done evaluations among `keys` of run `run_id`, with the GPU that measured each.
+    /// The done evaluations among `keys` of run `run_id`, with the GPU that measured each (or
+    /// why a worker could not).
+    #[allow(clippy::type_complexity)]
     pub fn evaluations_done(
         &self,
         run_id: i64,
         keys: &[String],
-    ) -> Result<HashMap<String, (Evaluation, Option<u32>)>, StoreError> {
+    ) -> Result<HashMap<String, (Answer<Evaluation>, Option<u32>)>, StoreError> {
         let mut out = HashMap::new();
         for (key, json, nonfinite, gpu) in self.done_rows(run_id, WorkKind::Evaluate, keys)? {
-            let e = codec::decode(&json, nonfinite.as_deref(), codec::evaluation_floats)
-                .map_err(|e| self.data(format!("run {run_id}: queued result of {key}"), e))?;
-            out.insert(key, (e, gpu.map(|g| g as u32)));
+            let answer = match failure_of(&json) {
+                Some(why) => Err(why),
+                None => Ok(
+                    codec::decode(&json, nonfinite.as_deref(), codec::evaluation_floats).map_err(
+                        |e| self.data(format!("run {run_id}: queued result of {key}"), e),
+                    )?,
+                ),
+            };
+            out.insert(key, (answer, gpu.map(|g| g as u32)));
         }
         Ok(out)
     }
 
-    /// The profile of `key` in run `run_id`, once done: `Some(None)` when the worker had no
-    /// profiler.
+    /// The profile of `key` in run `run_id`, once done: `Some(Ok(None))` when the worker had
+    /// no profiler, `Some(Err(why))` when it could not run it.
     pub fn profile_done(
         &self,
         run_id: i64,
         key: &str,
-    ) -> Result<Option<Option<Profile>>, StoreError> {
+    ) -> Result<Option<Answer<Option<Profile>>>, StoreError> {
         let rows = self.done_rows(run_id, WorkKind::Profile, &[key.to_string()])?;
         let Some((_, json, nonfinite, _)) = rows.into_iter().next() else {
             return Ok(None);
         };
+        if let Some(why) = failure_of(&json) {
+            return Ok(Some(Err(why)));
+        }
         if json == "null" {
-            return Ok(Some(None));
+            return Ok(Some(Ok(None)));
         }
         codec::decode(&json, nonfinite.as_deref(), codec::profile_floats)
-            .map(|p| Some(Some(p)))
+            .map(|p| Some(Ok(Some(p))))
             .map_err(|e| self.data(format!("run {run_id}: queued profile of {key}"), e))
     }
 
@@ -254,6 +313,16 @@ impl Store {
         self.complete(c, json, nonfinite, gpu)
     }
 
+    /// Records that the claimant could not run the item, and why (the coordinator's answer
+    /// for it), as [`Store::complete_evaluation`].
+    pub fn fail_work(&self, c: &Claimed, why: &str, gpu: Option<u32>) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(&Failed {
+            failed: why.to_string(),
+        })
+        .map_err(|err| self.data(format!("failure of {}", c.key), err))?;
+        self.complete(c, json, None, gpu)
+    }
+
     fn complete(
         &self,
         c: &Claimed,
@@ -275,10 +344,21 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// The settings, shape and task folder of a run, as a worker needs them.
-    pub fn run_for_worker(&self, run_id: i64) -> Result<(PathBuf, String, u64), StoreError> {
+    /// The task folder, shape, seed and kernel hash of a run, as a worker needs them.
+    pub fn run_for_worker(&self, run_id: i64) -> Result<WorkerRun, StoreError> {
         let row = self.run_row(run_id)?;
-        Ok((self.run_task_dir(run_id)?, row.shape, row.seed))
+        let kernel_hash: String = self
+            .conn
+            .query_opt("SELECT kernel_hash FROM runs WHERE id = ?1", args![run_id])
+            .and_then(|r| r.map(|r| r.get(0)).transpose())
+            .map_err(self.db())?
+            .ok_or_else(|| self.no_run(run_id))?;
+        Ok(WorkerRun {
+            task_dir: self.run_task_dir(run_id)?,
+            shape: row.shape,
+            seed: row.seed,
+            kernel_hash,
+        })
     }
 }
 
