@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use evoengineer::search::verify::ShapesPassed;
 use evoengineer::store::{RunRecord, Store};
 use evoengineer::task::Task;
 use serde_json::json;
@@ -148,6 +149,10 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         rec.row.elapsed_s,
         rec.evaluator.starts_with("replay:"),
     );
+    // The shapes each elite was found correct at (timed at the run's).
+    let shapes = |e: &evoengineer::search::Elite| {
+        ShapesPassed::of(&task, &rec.trials, &e.key, &rec.row.shape)
+    };
     if a.json {
         let elite = |e: &evoengineer::search::Elite| {
             json!({
@@ -155,6 +160,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                 "config": e.candidate.as_ref().map(|c| task.space.to_json(&c.config)),
                 "p50_us": e.p50_us, "p90_us": e.p90_us,
                 "registers": e.registers, "smem_bytes": e.smem_bytes,
+                "shapes": shapes(e),
             })
         };
         let mut best = f64::INFINITY;
@@ -172,6 +178,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                     // The search's profile (a new elite), else one taken with the evaluation.
                     "bottleneck": t.profile.as_ref().or(t.evaluation.profile.as_ref()).and_then(|p| p.bottleneck),
                     "message": t.evaluation.message,
+                    "verified": t.evaluation.verified(),
                     "phases": t.evaluation.phases,
                     "profile_s": t.profile.as_ref().and_then(|p| p.profile_s),
                 })
@@ -252,6 +259,7 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| "-".into()),
             config(e)
         );
+        println!("           correct at: {}", shapes(e).describe());
     }
     let sources = store.run_sources(a.run_id)?;
     if !sources.is_empty() {
@@ -308,19 +316,25 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
             t.key,
             if t.reused { "  (reused)" } else { "" }
         );
-        // Model-written sources: why a proposal was turned away, and suspect speedups.
-        let variant = matches!(
-            t.candidate.source,
-            evoengineer::candidate::SourceRef::Variant(_)
-        );
-        if let Some(m) = &t.evaluation.message {
-            if m.starts_with("REVIEW") || (variant && t.evaluation.p50_us().is_none()) {
-                let m: String = m.chars().take(200).collect();
-                println!("        note: {m}");
-            }
+        if let Some(m) = trial_note(t) {
+            println!("        note: {m}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The note `show` prints under a trial: why a model-written source was turned away, a
+/// suspect speedup (`REVIEW:`), or the shape a candidate was found wrong at.
+fn trial_note(t: &evoengineer::search::Trial) -> Option<String> {
+    let e = &t.evaluation;
+    let m = e.message.as_deref()?;
+    let variant = matches!(
+        t.candidate.source,
+        evoengineer::candidate::SourceRef::Variant(_)
+    );
+    let wrong_elsewhere = e.verified().iter().any(|c| !c.passed());
+    (m.starts_with("REVIEW") || wrong_elsewhere || (variant && e.p50_us().is_none()))
+        .then(|| m.chars().take(200).collect())
 }
 
 pub fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {

@@ -285,6 +285,7 @@ impl Worst {
             rmse: Some(self.rmse),
             nan_count: self.nonfinite,
             unwritten_count: self.unwritten,
+            verified: Vec::new(),
         }
     }
 }

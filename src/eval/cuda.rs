@@ -6,6 +6,10 @@
 //! the worker loads them from. A candidate that faults or hangs kills only the worker; the
 //! next request starts a fresh one.
 //!
+//! A candidate about to become an elite is also checked for correctness, untimed, at the
+//! task's other verification shapes ([`Evaluator::verify`]): compiled for each shape at once,
+//! then run by a second worker process, so that the first keeps the run's shape's inputs.
+//!
 //! Every evaluation carries its [`Phases`]: the compile's own time and the time spent waiting
 //! for it, the worker's correctness and timing, ncu (with `profile_all`), and the rest.
 
@@ -24,7 +28,7 @@ use crate::eval::inputs::ArgSpec;
 use crate::eval::launch::launch_vars;
 use crate::eval::profile::{ProfileOutcome, Profiler};
 use crate::eval::worker::{EvalRequest, KernelRef, RunOnceRequest, TimingParams, WorkerHandle};
-use crate::eval::{Environment, EvalError, Evaluation, Evaluator, Outcome, Phases};
+use crate::eval::{Environment, EvalError, Evaluation, Evaluator, Outcome, Phases, ShapeCheck};
 use crate::insight::Profile;
 use crate::space::Config;
 use crate::task::{Shape, Task};
@@ -78,6 +82,12 @@ pub struct CudaEvaluator {
     gate: Arc<CompileGate>,
     queue: CompileQueue<String>,
     worker: WorkerHandle,
+    /// The worker of the checks at other shapes ([`Evaluator::verify`]), started on first
+    /// use: it prepares those shapes' inputs and references, so that the main worker keeps the
+    /// run's shape's (drawing them again after every check would cost seconds).
+    checks: Option<WorkerHandle>,
+    /// The program the workers run.
+    exe: PathBuf,
     profiler: Option<Profiler>,
     scratch: PathBuf,
     /// Compiled reference per shape.
@@ -94,6 +104,19 @@ pub struct CudaEvaluator {
     checker: Option<Option<PathBuf>>,
     /// Racing: the p50 a candidate must come near (the K-th elite's), from the search.
     bar_us: Option<f64>,
+}
+
+/// A worker process (started on its first request) on `gpu`, or CUDA's default.
+fn start_worker(exe: &Path, timeout_s: f64, gpu: Option<u32>) -> WorkerHandle {
+    let mut worker =
+        WorkerHandle::with_command(exe.to_path_buf(), [crate::eval::worker::WORKER_SUBCOMMAND]);
+    // A launch that shows no progress for the task's timeout is a hang: killed then (plus a
+    // second for the heartbeat's granularity), not at the request's whole deadline.
+    worker.set_hang_limit(Some(Duration::from_secs_f64(timeout_s.max(0.1) + 1.0)));
+    if let Some(gpu) = gpu {
+        worker.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
+    }
+    worker
 }
 
 /// The architecture to build for: Hopper gets its `a` variant (wgmma, setmaxnreg).
@@ -152,14 +175,7 @@ impl CudaEvaluator {
             None => std::env::current_exe()
                 .map_err(|e| EvalError::Other(format!("cannot find this program: {e}")))?,
         };
-        let mut worker =
-            WorkerHandle::with_command(exe.clone(), [crate::eval::worker::WORKER_SUBCOMMAND]);
-        // A launch that shows no progress for the task's timeout is a hang: killed then
-        // (plus a second for the heartbeat's granularity), not at the request's whole deadline.
-        worker.set_hang_limit(Some(Duration::from_secs_f64(spec.timeout_s.max(0.1) + 1.0)));
-        if let Some(gpu) = opts.gpu {
-            worker.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
-        }
+        let mut worker = start_worker(&exe, spec.timeout_s, opts.gpu);
         let device = worker.hello(Duration::from_secs(60))?;
         let arch = opts.arch.clone().unwrap_or_else(|| arch_for(&device));
         let gate = Arc::new(CompileGate::new(opts.compiler.clone()));
@@ -182,6 +198,8 @@ impl CudaEvaluator {
             arch,
             toolchain,
             worker,
+            checks: None,
+            exe: exe.clone(),
             profiler,
             scratch,
             references: HashMap::new(),
@@ -370,6 +388,62 @@ impl CudaEvaluator {
         Ok(Some(r))
     }
 
+    /// Correctness only, at `shape`, of a candidate compiled for that shape (its defines):
+    /// the worker's correctness trials on that shape's inputs against its reference, no timing.
+    fn check_at(
+        &mut self,
+        candidate: &Candidate,
+        shape: &Shape,
+        compiled: Result<Compiled, CompileError>,
+    ) -> Result<ShapeCheck, EvalError> {
+        let check = |outcome, message| ShapeCheck {
+            shape: shape.name.clone(),
+            outcome,
+            message,
+        };
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(CompileError::Rejected(r)) => {
+                return Ok(check(Outcome::CompileError, Some(r.message)))
+            }
+            Err(e) => return Err(EvalError::Other(e.to_string())),
+        };
+        let d = compiled
+            .launch
+            .ok_or_else(|| EvalError::Other("the compile gate gave no launch size".into()))?;
+        let request = EvalRequest {
+            kernel: KernelRef {
+                cubin: self.cubin_file(&compiled)?,
+                entry: compiled.entry.clone(),
+                dims: dims(&d),
+            },
+            reference: self.reference(shape)?,
+            args: self.args(&candidate.config, shape)?,
+            trials: self.opts.trials,
+            seed: self.opts.seed,
+            tolerance: self.task.tolerance,
+            timing: None,
+            checker: self.checker(shape),
+        };
+        let timeout = self.timeout();
+        let timeout_s = self.task.kernel.as_ref().map_or(10.0, |k| k.timeout_s);
+        let (exe, gpu) = (&self.exe, self.opts.gpu);
+        let worker = self
+            .checks
+            .get_or_insert_with(|| start_worker(exe, timeout_s, gpu));
+        let e = worker.eval(&request, timeout)?;
+        if e.outcome != Outcome::Ok {
+            tracing::info!(
+                "{} at shape {}: {} {}",
+                candidate.key(&self.task.space),
+                shape.name,
+                e.outcome,
+                e.message.as_deref().unwrap_or("")
+            );
+        }
+        Ok(check(e.outcome, e.message))
+    }
+
     /// The task's arguments evaluated for a config and shape.
     pub fn args(&self, config: &Config, shape: &Shape) -> Result<Vec<ArgSpec>, EvalError> {
         task_args(&self.task, config, shape)
@@ -425,6 +499,9 @@ pub fn task_args(task: &Task, config: &Config, shape: &Shape) -> Result<Vec<ArgS
 impl Drop for CudaEvaluator {
     fn drop(&mut self) {
         self.worker.shutdown();
+        if let Some(w) = &mut self.checks {
+            w.shutdown();
+        }
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
@@ -527,6 +604,34 @@ impl Evaluator for CudaEvaluator {
             );
         }
         Ok(evaluation)
+    }
+
+    /// Compiles the candidate for every shape at once (each with its shape's defines), then
+    /// runs the correctness trials shape by shape, stopping at the first failure.
+    fn verify(
+        &mut self,
+        candidate: &Candidate,
+        shapes: &[Shape],
+    ) -> Result<Option<Vec<ShapeCheck>>, EvalError> {
+        let jobs: Vec<Result<CompileJob, CompileError>> =
+            shapes.iter().map(|s| self.job(candidate, s)).collect();
+        let ready: Vec<CompileJob> = jobs
+            .iter()
+            .filter_map(|j| j.as_ref().ok())
+            .cloned()
+            .collect();
+        let mut compiled = self.gate.compile_many(&ready).into_iter();
+        let mut checks = Vec::with_capacity(shapes.len());
+        for (shape, job) in shapes.iter().zip(jobs) {
+            let c = job.and_then(|_| compiled.next().expect("one compile per job"));
+            let check = self.check_at(candidate, shape, c)?;
+            let failed = !check.passed();
+            checks.push(check);
+            if failed {
+                break;
+            }
+        }
+        Ok(Some(checks))
     }
 
     fn profile(

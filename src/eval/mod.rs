@@ -99,6 +99,27 @@ pub struct CorrectnessReport {
     pub nan_count: u64,
     #[serde(default)]
     pub unwritten_count: u64,
+    /// Correctness at the task's other verification shapes, checked before the candidate
+    /// could become an elite ([`Evaluator::verify`]), in the order checked; the last one is the
+    /// failure if any failed. Empty: not checked elsewhere (it was not going to be an elite,
+    /// the evaluator cannot check other shapes, or the task has one verification shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<ShapeCheck>,
+}
+
+/// Correctness (no timing) at one shape other than the run's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapeCheck {
+    pub shape: String,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ShapeCheck {
+    pub fn passed(&self) -> bool {
+        self.outcome == Outcome::Ok
+    }
 }
 
 /// What the performance gate measured, in microseconds.
@@ -175,6 +196,14 @@ impl Evaluation {
     pub fn smem_bytes(&self) -> Option<u64> {
         self.compile.as_ref()?.smem_bytes
     }
+
+    /// The checks at other shapes ([`CorrectnessReport::verified`]); empty if none.
+    pub fn verified(&self) -> &[ShapeCheck] {
+        self.correctness
+            .as_ref()
+            .map(|c| c.verified.as_slice())
+            .unwrap_or_default()
+    }
 }
 
 /// The machine and compiler behind a measurement; part of the key under which measurements
@@ -230,6 +259,19 @@ pub trait Evaluator {
             .iter()
             .map(|c| Ok((self.evaluate(c, shape)?, None)))
             .collect()
+    }
+
+    /// Checks the correctness (no timing) of a candidate, correct at the run's shape, at
+    /// each of `shapes` in order, stopping at the first that it fails; one check per shape
+    /// tried. The search asks this before a candidate may become an elite, so that a kernel
+    /// fitted to the run's shape (a hard-coded size) cannot win. `Ok(None)`: this evaluator
+    /// cannot check other shapes (a replayed landscape knows one), the default.
+    fn verify(
+        &mut self,
+        _candidate: &Candidate,
+        _shapes: &[Shape],
+    ) -> Result<Option<Vec<ShapeCheck>>, EvalError> {
+        Ok(None)
     }
 
     /// Profiles a candidate that passed the gates. `Ok(None)`: no profiler here (said once by

@@ -24,7 +24,9 @@ pub struct Phases {
     /// Blocked waiting for the compile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_s: Option<f64>,
-    /// In the worker: loading the kernel, the reference, the correctness trials.
+    /// In the worker: loading the kernel, the reference, the correctness trials; for a
+    /// candidate about to become an elite, also its checks at the task's other shapes
+    /// (`search::verify`, their compiles included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correctness_s: Option<f64>,
     /// In the worker: the timing input sets, warm-up, the timed launches, the final check.

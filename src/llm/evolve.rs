@@ -157,6 +157,9 @@ struct Fixed {
     base_p50: Option<f64>,
     dctx: DefenceContext,
     macros: Vec<usize>,
+    /// The task's other verification shapes: a source must be correct there too before it
+    /// may become an elite (`search::verify`).
+    verify: Vec<Shape>,
 }
 
 /// What the loop keeps between calls.
@@ -237,6 +240,7 @@ impl Evolution<'_> {
             base_p50: None,
             dctx: DefenceContext::for_task(task),
             macros: space.layer_indices(Layer::Macro),
+            verify: task.verification_shapes(self.shape),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(self.settings.seed);
         let mut st = State {
@@ -277,10 +281,10 @@ impl Evolution<'_> {
                 (e, reused, None)
             }
         };
-        fixed.base_p50 = evaluation.p50_us();
         self.finish_trial(
             &mut st, &fixed, base, evaluation, reused, recorded, started, &mut io,
         )?;
+        fixed.base_p50 = st.trials.last().and_then(|t| t.evaluation.p50_us()); // as concluded
 
         let stopped_by = loop {
             let call = st.trials.len() - 1;
@@ -314,10 +318,10 @@ impl Evolution<'_> {
                     (c, e, reused, None)
                 }
             };
-            self.note_history(&mut st, call, pick.op, &candidate, &evaluation);
             self.finish_trial(
                 &mut st, &fixed, candidate, evaluation, reused, recorded, started, &mut io,
             )?;
+            self.note_history(&mut st, call, pick.op);
         };
 
         let tally = st.tally;
@@ -620,14 +624,17 @@ impl Evolution<'_> {
         st.codes.get(key).cloned().unwrap_or_default()
     }
 
-    fn note_history(
-        &self,
-        st: &mut State,
-        call: usize,
-        op: Operator,
-        c: &Candidate,
-        e: &Evaluation,
-    ) {
+    /// Notes the last trial, as concluded (found wrong at another shape, say), for the
+    /// prompts' history.
+    fn note_history(&self, st: &mut State, call: usize, op: Operator) {
+        let Some(Trial {
+            candidate: c,
+            evaluation: e,
+            ..
+        }) = st.trials.last()
+        else {
+            return;
+        };
         let result = match e.p50_us() {
             Some(p) => format!("correct, p50 {p:.2} us"),
             None => format!(
@@ -694,6 +701,7 @@ impl Evolution<'_> {
             self.settings.insights,
             &mut step::Sinks {
                 shape: self.shape,
+                verify: &fixed.verify,
                 evaluator: io.evaluator,
                 journal: io.journal,
                 clock: io.clock,

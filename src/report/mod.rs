@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::candidate::SourceRef;
 use crate::eval::Outcome;
+use crate::search::verify::ShapesPassed;
 use crate::search::{Elite, Trial};
 use crate::space::{Layer, Space};
 use crate::store::{RunRecord, SourceRecord};
@@ -335,10 +336,11 @@ pub fn render(
     o.push_str(&charts::resources(&run));
     o.push_str(&charts::bottleneck(&run));
 
-    // The winner.
+    // The winner, and each elite with the shapes it was found correct at.
+    let shapes = elite_shapes(task, rec);
     o.push_str("<h2 id=\"winner\">Winner</h2>\n");
     match (winner, winner_trial) {
-        (Some(w), Some(t)) => winner_section(&mut o, task, w, t, default_p50, &baselines),
+        (Some(w), Some(t)) => winner_section(&mut o, task, w, t, default_p50, &baselines, &shapes),
         (Some(w), None) => {
             let _ = writeln!(
                 o,
@@ -348,7 +350,7 @@ pub fn render(
         }
         _ => o.push_str("<p>No candidate passed every gate: there is no winner.</p>\n"),
     }
-    elites_table(&mut o, &run);
+    elites_table(&mut o, &run, &shapes);
 
     // Code evolution, for a run with model-written sources.
     if !sources.is_empty() {
@@ -454,6 +456,17 @@ pub fn render(
     o
 }
 
+/// Per elite, the shapes it was found correct at: the run's (where it was timed), then the
+/// task's other verification shapes it passed ([`ShapesPassed`]).
+fn elite_shapes(task: &Task, rec: &RunRecord) -> Vec<String> {
+    rec.elites
+        .iter()
+        .map(|e| ShapesPassed::of(task, &rec.trials, &e.key, &rec.row.shape).describe())
+        .collect()
+}
+
+/// The winner `w`, the trial that made it an elite `t`; `shapes`: per elite, where it was
+/// found correct (the winner's first).
 fn winner_section(
     o: &mut String,
     task: &Task,
@@ -461,6 +474,7 @@ fn winner_section(
     t: &Trial,
     default_p50: Option<f64>,
     baselines: &[BaselineTiming],
+    shapes: &[String],
 ) {
     let space = &task.space;
     let _ = writeln!(
@@ -470,6 +484,11 @@ fn winner_section(
         escape(&t.candidate.source.to_string()),
         escape(&fmt_us(w.p50_us)),
         escape(&fmt_us(w.p90_us))
+    );
+    let _ = writeln!(
+        o,
+        "<p>Correct at: <span class=\"shapes\">{}</span>.</p>",
+        escape(shapes.first().map(String::as_str).unwrap_or("-"))
     );
     o.push_str("<h3>Config</h3>\n<table><tr><th>knob</th><th>value</th><th>default</th><th>layer</th></tr>\n");
     for (k, v) in space.knobs().iter().zip(t.candidate.config.values()) {
@@ -636,11 +655,12 @@ fn knob_cells(o: &mut String, values: &[i64]) {
     }
 }
 
-fn elites_table(o: &mut String, run: &Run) {
+/// `shapes`: per elite, the shapes it was found correct at ([`ShapesPassed::describe`]).
+fn elites_table(o: &mut String, run: &Run, shapes: &[String]) {
     if run.elites.is_empty() {
         return;
     }
-    o.push_str("<h3>Final elites</h3>\n<div class=\"scroll\"><table><tr><th>rank</th><th>p50</th><th>p90</th><th>regs</th><th>smem (B)</th>");
+    o.push_str("<h3>Final elites</h3>\n<div class=\"scroll\"><table><tr><th>rank</th><th>p50</th><th>p90</th><th>regs</th><th>smem (B)</th><th>correct at</th>");
     knob_heads(o, run.space);
     o.push_str("</tr>\n");
     for (i, e) in run.elites.iter().enumerate() {
@@ -652,6 +672,11 @@ fn elites_table(o: &mut String, run: &Run) {
             escape(&fmt_us(e.p90_us)),
             opt(e.registers),
             opt(e.smem_bytes),
+        );
+        let _ = write!(
+            o,
+            "<td class=\"shapes\">{}</td>",
+            escape(shapes.get(i).map(String::as_str).unwrap_or("-"))
         );
         match &e.candidate {
             Some(c) => knob_cells(o, c.config.values()),

@@ -100,6 +100,14 @@ impl Evaluator for GpuPool {
         Ok(out)
     }
 
+    fn verify(
+        &mut self,
+        candidate: &Candidate,
+        shapes: &[Shape],
+    ) -> Result<Option<Vec<crate::eval::ShapeCheck>>, EvalError> {
+        self.members[0].1.verify(candidate, shapes)
+    }
+
     fn profile(
         &mut self,
         candidate: &Candidate,

@@ -268,6 +268,7 @@ mod tests {
         ) {
             let mut s = EliteSet::new(k, diverse);
             let mut first: Vec<Elite> = Vec::new();
+            let mut left_out: HashSet<String> = HashSet::new();
             for o in offers {
                 let before = s.members().to_vec();
                 let repeat = first.iter().any(|f| f.key == o.key);
@@ -278,6 +279,11 @@ mod tests {
                 let key = o.key.clone();
                 let changed = s.offer(o);
                 prop_assert_eq!(enters, s.contains(&key) && !repeat);
+                if !repeat && !enters {
+                    left_out.insert(key);
+                }
+                // What did not enter when it was offered never enters later.
+                prop_assert!(s.members().iter().all(|m| !left_out.contains(&m.key)));
                 if repeat {
                     prop_assert!(!changed);
                     prop_assert_eq!(&before, s.members());

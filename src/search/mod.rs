@@ -12,6 +12,7 @@ pub mod gp;
 pub mod step;
 pub mod strategy;
 pub mod termination;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -313,6 +314,7 @@ pub fn run(
     };
 
     let width = settings.batch.max(1);
+    let verify = task.verification_shapes(shape);
 
     let stopped_by = 'search: loop {
         let elapsed = match (trials.last(), resume.is_empty()) {
@@ -459,6 +461,7 @@ pub fn run(
                 settings.insights,
                 &mut step::Sinks {
                     shape,
+                    verify: &verify,
                     evaluator: &mut *evaluator,
                     journal: &mut *journal,
                     clock,

@@ -24,7 +24,11 @@ pub struct Measured {
 
 /// Where a step reports and what it may call.
 pub struct Sinks<'a> {
+    /// The run's shape.
     pub shape: &'a Shape,
+    /// The task's other verification shapes ([`crate::task::Task::verification_shapes`]): a
+    /// candidate must pass correctness at each before it may become an elite.
+    pub verify: &'a [Shape],
     pub evaluator: &'a mut dyn Evaluator,
     pub journal: &'a mut dyn Journal,
     pub clock: &'a dyn Clock,
@@ -32,6 +36,9 @@ pub struct Sinks<'a> {
 
 /// Offers `m` to the elites, records it, profiles it if it entered the elite set and
 /// `insights` is on. Returns the trial (numbered `seq`) and whether the elite set changed.
+/// A candidate that would enter the elite set is first checked at the task's other
+/// verification shapes ([`super::verify`]); one that fails there is recorded `incorrect` and
+/// not offered. A trial replayed from a resumed run's record is not checked again.
 /// A key offered before (a source a model proposed again, a measurement reused from the store
 /// of a candidate already seen) is recorded as a trial but leaves the elite set as it was: the
 /// first measurement of a key stands ([`EliteSet::offer`]).
@@ -46,7 +53,7 @@ pub fn conclude(
     let Measured {
         candidate,
         key,
-        evaluation,
+        mut evaluation,
         reused,
         recorded,
         started,
@@ -54,7 +61,7 @@ pub fn conclude(
     } = m;
     let mut changed = false;
     if let (Some(p50), Some(p90)) = (evaluation.p50_us(), evaluation.p90_us()) {
-        changed = elites.offer(Elite {
+        let elite = Elite {
             key: key.clone(),
             candidate: Some(candidate.clone()),
             p50_us: p50,
@@ -62,7 +69,20 @@ pub fn conclude(
             registers: evaluation.registers(),
             smem_bytes: evaluation.smem_bytes(),
             macro_key: macros.iter().map(|&i| candidate.config.0[i]).collect(),
-        });
+        };
+        let eligible = recorded.is_some()
+            || s.verify.is_empty()
+            || !elites.would_enter(&elite)
+            || super::verify::at_other_shapes(
+                &mut *s.evaluator,
+                &candidate,
+                &mut evaluation,
+                s.shape,
+                s.verify,
+            )?;
+        if eligible {
+            changed = elites.offer(elite);
+        }
     }
     let mut trial = Trial {
         seq,

@@ -136,6 +136,10 @@ pub struct Task {
     pub manifest: PathBuf,
     pub space: Space,
     pub shapes: Vec<Shape>,
+    /// The shapes a candidate must pass correctness at before it may become an elite (the
+    /// run's shape is checked in any case, and timed): `[task] verify_shapes`, by default
+    /// every shape, in the order declared.
+    pub verify_shapes: Vec<String>,
     pub tolerance: Tolerance,
     pub insight: InsightRules,
     pub kernel: Option<KernelSpec>,
@@ -178,6 +182,16 @@ impl Task {
     /// The default shape: the first declared.
     pub fn default_shape(&self) -> &Shape {
         &self.shapes[0]
+    }
+
+    /// The shapes besides `run` at which a candidate correct at `run` is checked before it may
+    /// become an elite ([`Task::verify_shapes`] without the run's own).
+    pub fn verification_shapes(&self, run: &Shape) -> Vec<Shape> {
+        self.verify_shapes
+            .iter()
+            .filter(|n| **n != run.name)
+            .filter_map(|n| self.shape(n).cloned())
+            .collect()
     }
 }
 
@@ -242,6 +256,7 @@ impl Builder<'_> {
         }
 
         let shapes = self.shapes(&raw.shape, &knob_names)?;
+        let verify_shapes = self.verify_shapes(&raw, &shapes)?;
         let tolerance = raw.tolerance.unwrap_or_default();
         for (key, v) in [
             ("max_abs_err", tolerance.max_abs_err),
@@ -318,6 +333,7 @@ impl Builder<'_> {
             manifest: self.manifest.to_path_buf(),
             space,
             shapes,
+            verify_shapes,
             tolerance,
             insight,
             kernel,
@@ -424,6 +440,36 @@ impl Builder<'_> {
             });
         }
         Ok(shapes)
+    }
+
+    /// `[task] verify_shapes`: declared shape names, each once; absent: every shape.
+    fn verify_shapes(
+        &self,
+        raw: &raw::RawTask,
+        shapes: &[Shape],
+    ) -> Result<Vec<String>, TaskError> {
+        let Some(raw) = raw.task.as_ref().and_then(|t| t.verify_shapes.as_ref()) else {
+            return Ok(shapes.iter().map(|s| s.name.clone()).collect());
+        };
+        let mut names: Vec<String> = Vec::new();
+        for (i, n) in raw.iter().enumerate() {
+            let key = format!("task.verify_shapes[{i}]");
+            if shapes.iter().all(|s| s.name != *n) {
+                let declared: Vec<&str> = shapes.iter().map(|s| s.name.as_str()).collect();
+                return Err(self.err(
+                    key,
+                    format!(
+                        "`{n}` is not a declared shape (declared: {})",
+                        declared.join(", ")
+                    ),
+                ));
+            }
+            if names.contains(n) {
+                return Err(self.err(key, format!("`{n}` is listed twice")));
+            }
+            names.push(n.clone());
+        }
+        Ok(names)
     }
 
     fn expr(&self, key: String, text: &str, vars: &[String]) -> Result<Expr, TaskError> {

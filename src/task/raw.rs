@@ -32,6 +32,8 @@ pub(super) struct RawTask {
 pub(super) struct RawHeader {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// The shapes a candidate must be correct at to become an elite; default: every shape.
+    pub verify_shapes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

@@ -81,6 +81,31 @@ fn a_minimal_task_loads_with_defaults() {
 }
 
 #[test]
+fn verification_shapes_default_to_every_shape_but_the_runs() {
+    let three = format!(
+        "{KNOB}{SHAPE}[[shape]]\nname = \"tail\"\nparams = {{ N = 7 }}\n[[shape]]\nname = \"wide\"\nparams = {{ N = 9 }}\n"
+    );
+    let names = |t: &Task, run: &str| -> Vec<String> {
+        t.verification_shapes(t.shape(run).unwrap())
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    let t = load(&three).unwrap();
+    assert_eq!(t.verify_shapes, ["mission", "tail", "wide"]);
+    assert_eq!(names(&t, "mission"), ["tail", "wide"]);
+    assert_eq!(names(&t, "tail"), ["mission", "wide"]);
+    // A list of its own: only those (the run's shape is checked anyway).
+    let t = load(&format!("[task]\nverify_shapes = [\"wide\"]\n{three}")).unwrap();
+    assert_eq!(t.verify_shapes, ["wide"]);
+    assert_eq!(names(&t, "mission"), ["wide"]);
+    assert!(names(&t, "wide").is_empty());
+    // An empty list: the run's shape only.
+    let t = load(&format!("[task]\nverify_shapes = []\n{three}")).unwrap();
+    assert!(names(&t, "mission").is_empty());
+}
+
+#[test]
 fn errors_name_the_file_and_the_key() {
     let e = err(&format!("[[knob]]\nname = \"A\"\nvalues = []\n{SHAPE}"));
     assert!(
@@ -156,6 +181,18 @@ fn each_malformed_manifest_gets_its_own_message() {
             "unknown field `nonsense`",
         ),
         ("[[knob]\nname = \"A\"", "task.toml"),
+        (
+            &format!("[task]\nverify_shapes = [\"mission\", \"tail\"]\n{KNOB}{SHAPE}"),
+            "task.verify_shapes[1]: `tail` is not a declared shape (declared: mission)",
+        ),
+        (
+            &format!("[task]\nverify_shapes = [\"mission\", \"mission\"]\n{KNOB}{SHAPE}"),
+            "task.verify_shapes[1]: `mission` is listed twice",
+        ),
+        (
+            &format!("[task]\nverify_shapes = \"mission\"\n{KNOB}{SHAPE}"),
+            "verify_shapes",
+        ),
     ];
     for (text, expected) in cases {
         let e = err(text);
