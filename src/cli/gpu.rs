@@ -34,6 +34,11 @@ pub struct GpuArgs {
     /// Share of timed launches whose outputs are checked, besides every new fastest one
     #[arg(long, value_name = "FRACTION", default_value_t = 0.5)]
     check_fraction: f64,
+    /// Before a candidate becomes an elite, check it for correctness at the task's other
+    /// verification shapes ([task] verify_shapes, default all). Off by default until this has
+    /// run on a GPU
+    #[arg(long)]
+    verify_shapes: bool,
     /// Correctness trials per candidate, each on fresh random inputs
     #[arg(long, value_name = "N", default_value_t = 5)]
     trials: u32,
@@ -88,6 +93,7 @@ impl GpuArgs {
             ncu: (!self.no_profile).then(|| self.ncu.clone()),
             profile_all: self.profile_all,
             python: self.python.clone(),
+            verify_shapes: self.verify_shapes,
             ..CudaOptions::default()
         }
     }
