@@ -149,6 +149,23 @@ fn a_command_provider_run_prints_calls_made_and_tokens() {
         ),
         "{text}"
     );
+    // The report says it in the same words.
+    let report_dir = tmp.path().join("report");
+    let status = Command::cargo_bin("evoengineer")
+        .unwrap()
+        .args(["report", "1", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&report_dir)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let html = std::fs::read_to_string(report_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("stopped: 2 of 2 model calls made"),
+        "the report's stop reason"
+    );
+    assert!(!html.contains("stopped by calls"));
 
     // A plain-text answer reports no tokens, and the summary says so.
     let plain = tmp.path().join("plain.sh");

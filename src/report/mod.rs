@@ -275,12 +275,12 @@ pub fn render(
         .unwrap_or_default();
     let _ = writeln!(
         o,
-        "<p class=\"sub\">{} — variant <b>{}</b>, seed {}, {} evaluations, stopped by {}; {} on {}</p></header>",
+        "<p class=\"sub\">{} — variant <b>{}</b>, seed {}, {} evaluations, {}; {} on {}</p></header>",
         escape(&task.description),
         escape(s.variant.as_str()),
         s.seed,
         rec.trials.len(),
-        escape(&opt(rec.row.stopped_by.map(|r| r.as_str()))),
+        escape(&stop_words(rec)),
         escape(&shape_desc),
         escape(&rec.environment.device),
     );
@@ -395,11 +395,7 @@ pub fn render(
         )),
     );
     row(&mut o, "status", &escape(&rec.row.status.to_string()));
-    row(
-        &mut o,
-        "stopped by",
-        &escape(&opt(rec.row.stopped_by.map(|r| r.as_str()))),
-    );
+    row(&mut o, "stopped", &escape(&stop_words(rec)));
     row(
         &mut o,
         "elapsed",
@@ -781,6 +777,19 @@ pub fn write(dir: &Path, html: &str) -> Result<PathBuf, ReportError> {
             source,
         })?;
     Ok(path)
+}
+
+/// Why the run stopped, in the words `show` uses (for code evolution: the model calls made
+/// against `--llm-calls`, one per trial after the task's own kernel).
+fn stop_words(rec: &crate::store::RunRecord) -> String {
+    let calls = rec.settings.llm.as_ref().map(|l| crate::search::CallsMade {
+        made: rec.trials.len().saturating_sub(1),
+        limit: l.calls,
+    });
+    match rec.row.stopped_by {
+        Some(r) => r.describe(&rec.settings.limits, calls),
+        None => format!("not stopped ({})", rec.row.status),
+    }
 }
 
 #[cfg(test)]
