@@ -767,7 +767,15 @@ impl Store {
         }
 
         let macros = space.layer_indices(Layer::Macro);
-        let by_key: HashMap<&str, &Trial> = trials.iter().map(|t| (t.key.as_str(), t)).collect();
+        // A key measured twice (a model proposing the same source again) is the elite its first
+        // correct trial made: the elite set keeps the first measurement of a key.
+        let mut by_key: HashMap<&str, &Trial> = HashMap::new();
+        for t in &trials {
+            let first = by_key.entry(t.key.as_str()).or_insert(t);
+            if first.evaluation.p50_us().is_none() && t.evaluation.p50_us().is_some() {
+                *first = t;
+            }
+        }
         let rebuild = |json: &str, at: &str| -> Result<Vec<Elite>, StoreError> {
             elites_of(json, &by_key, &macros)
                 .map_err(|m| self.data(format!("run {run_id}, {at}: elites"), m))

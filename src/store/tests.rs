@@ -432,6 +432,31 @@ fn elite(space: &Space, t: &Trial) -> Elite {
 }
 
 #[test]
+fn a_key_measured_twice_loads_back_as_its_first_correct_measurement() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = toy_task(dir.path());
+    let store = Store::open(dir.path().join("runs.db")).unwrap();
+    let space = &task.space;
+    let id = store.create_run(&new_run(&task, &settings())).unwrap();
+    let mut j = store
+        .journal(id, space, task.source_hash.as_str(), "small", &env())
+        .unwrap();
+    let config = [2, 16, 0];
+    let first = manual_trial(space, 0, config, toy_evaluation(&Config(config.to_vec())));
+    let mut again = manual_trial(space, 1, config, toy_evaluation(&Config(config.to_vec())));
+    if let Some(t) = again.evaluation.timing.as_mut() {
+        t.p50_us *= 0.5;
+    }
+    let kept = elite(space, &first);
+    j.trial(&first, std::slice::from_ref(&kept)).unwrap();
+    // The search offered it again: the set did not change (the first measurement stands).
+    j.trial(&again, std::slice::from_ref(&kept)).unwrap();
+    let rec = store.load_run(id, space).unwrap();
+    assert_eq!(rec.elites, std::slice::from_ref(&kept));
+    assert_eq!(rec.elite_history, [vec![kept.clone()], vec![kept]]);
+}
+
+#[test]
 fn measurements_are_reused_only_under_the_same_key() {
     let dir = tempfile::tempdir().unwrap();
     let task = toy_task(dir.path());
