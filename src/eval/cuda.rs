@@ -413,23 +413,7 @@ impl CudaEvaluator {
             }
             Err(e) => return Err(EvalError::Other(e.to_string())),
         };
-        let d = compiled
-            .launch
-            .ok_or_else(|| EvalError::Other("the compile gate gave no launch size".into()))?;
-        let request = EvalRequest {
-            kernel: KernelRef {
-                cubin: self.cubin_file(&compiled)?,
-                entry: compiled.entry.clone(),
-                dims: dims(&d),
-            },
-            reference: self.reference(shape)?,
-            args: self.args(&candidate.config, shape)?,
-            trials: self.opts.trials,
-            seed: self.opts.seed,
-            tolerance: self.task.tolerance,
-            timing: None,
-            checker: self.checker(shape),
-        };
+        let request = self.request(candidate, shape, &compiled, None)?;
         let timeout = self.timeout();
         let timeout_s = self.task.kernel.as_ref().map_or(10.0, |k| k.timeout_s);
         let (exe, gpu) = (&self.exe, self.opts.gpu);
@@ -447,6 +431,34 @@ impl CudaEvaluator {
             );
         }
         Ok(check(e.outcome, e.message))
+    }
+
+    /// The worker's request for a compiled candidate at `shape`: correctness, then timing if
+    /// `timing` is given.
+    fn request(
+        &mut self,
+        candidate: &Candidate,
+        shape: &Shape,
+        compiled: &Compiled,
+        timing: Option<TimingParams>,
+    ) -> Result<EvalRequest, EvalError> {
+        let d = compiled
+            .launch
+            .ok_or_else(|| EvalError::Other("the compile gate gave no launch size".into()))?;
+        Ok(EvalRequest {
+            kernel: KernelRef {
+                cubin: self.cubin_file(compiled)?,
+                entry: compiled.entry.clone(),
+                dims: dims(&d),
+            },
+            reference: self.reference(shape)?,
+            args: self.args(&candidate.config, shape)?,
+            trials: self.opts.trials,
+            seed: self.opts.seed,
+            tolerance: self.task.tolerance,
+            timing,
+            checker: self.checker(shape),
+        })
     }
 
     /// The task's arguments evaluated for a config and shape.
@@ -551,26 +563,11 @@ impl Evaluator for CudaEvaluator {
             }
             Err(e) => return Err(EvalError::Other(e.to_string())),
         };
-        let d = compiled
-            .launch
-            .ok_or_else(|| EvalError::Other("the compile gate gave no launch size".into()))?;
-        let request = EvalRequest {
-            kernel: KernelRef {
-                cubin: self.cubin_file(&compiled)?,
-                entry: compiled.entry.clone(),
-                dims: dims(&d),
-            },
-            reference: self.reference(shape)?,
-            args: self.args(&candidate.config, shape)?,
-            trials: self.opts.trials,
-            seed: self.opts.seed,
-            tolerance: self.task.tolerance,
-            timing: Some(TimingParams {
-                bar_us: self.bar_us,
-                ..self.opts.timing.clone()
-            }),
-            checker: self.checker(shape),
+        let timing = TimingParams {
+            bar_us: self.bar_us,
+            ..self.opts.timing.clone()
         };
+        let request = self.request(candidate, shape, &compiled, Some(timing))?;
         let mut evaluation = self.worker.eval(&request, self.timeout())?;
         evaluation.compile = Some(compiled.report.clone());
         // The worker timed its own correctness and timing; the rest of this call is `other`.
