@@ -679,10 +679,10 @@ fn elite_json(task: &Task, e: &Elite) -> serde_json::Value {
         .map(|c| serde_json::Value::Object(task.space.to_json(&c.config)))
         .unwrap_or(serde_json::Value::Null);
     let mut v = json!({ "config": config, "p50_us": e.p50_us, "p90_us": e.p90_us });
-    if let Some(evoengineer::candidate::SourceRef::Variant(h)) =
+    if let Some(source @ evoengineer::candidate::SourceRef::Variant(_)) =
         e.candidate.as_ref().map(|c| &c.source)
     {
-        v["source"] = format!("src:{h}").into();
+        v["source"] = source.tag().into();
     }
     v
 }

@@ -70,7 +70,7 @@ impl LandscapeRecord {
             shape: Some(shape.to_string()),
             source: match source {
                 SourceRef::Base => None,
-                SourceRef::Variant(h) => Some(format!("src:{h}")),
+                v @ SourceRef::Variant(_) => Some(v.tag()),
             },
             outcome: eval.outcome,
             p50_us: eval.timing.as_ref().map(|t| t.p50_us),
@@ -180,7 +180,10 @@ impl ReplayEvaluator {
             };
             let source = match rec.source.as_deref() {
                 None | Some("base") => SourceRef::Base,
-                Some(s) => SourceRef::Variant(s.trim_start_matches("src:").to_string()),
+                Some(s) => SourceRef::Variant(
+                    s.trim_start_matches(crate::candidate::VARIANT_PREFIX)
+                        .to_string(),
+                ),
             };
             let shape = rec
                 .shape

@@ -995,7 +995,7 @@ impl Store {
     /// The source whose hash is `prefix` or starts with it (`src:` allowed in front); an
     /// error names the candidates when several match.
     pub fn find_source(&self, prefix: &str) -> Result<Option<SourceRecord>, StoreError> {
-        let prefix = prefix.trim_start_matches("src:");
+        let prefix = prefix.trim_start_matches(crate::candidate::VARIANT_PREFIX);
         let hashes = self.hashes(
             "SELECT hash FROM sources WHERE hash >= ?1 AND hash < ?1 || 'g' AND code <> ''
              ORDER BY hash LIMIT 3",
@@ -1112,20 +1112,12 @@ impl RawTrial {
 
 /// `base` or `src:<sha256>`, as the `source` column holds it.
 pub(crate) fn source_text(source: &SourceRef) -> String {
-    match source {
-        SourceRef::Base => "base".to_string(),
-        SourceRef::Variant(hash) => format!("src:{hash}"),
-    }
+    source.tag()
 }
 
 pub(crate) fn parse_source(text: &str) -> Result<SourceRef, String> {
-    match text {
-        "base" => Ok(SourceRef::Base),
-        _ => match text.strip_prefix("src:") {
-            Some(hash) if !hash.is_empty() => Ok(SourceRef::Variant(hash.to_string())),
-            _ => Err(format!("unknown source `{text}`")),
-        },
-    }
+    text.parse()
+        .map_err(|e: crate::candidate::BadSourceTag| e.to_string())
 }
 
 /// An elite set from its JSON. Each member is rebuilt from the run's trial of the same key,
