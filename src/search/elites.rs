@@ -37,6 +37,26 @@ pub struct Elite {
 }
 
 impl Elite {
+    /// The elite a correct evaluation makes of a candidate (`None` without a p50 and p90):
+    /// the one builder of the search and of a run loaded back from the store. `macros`: the
+    /// indices of the macro knobs.
+    pub fn of(
+        key: &str,
+        candidate: &crate::candidate::Candidate,
+        evaluation: &crate::eval::Evaluation,
+        macros: &[usize],
+    ) -> Option<Elite> {
+        Some(Elite {
+            key: key.to_string(),
+            candidate: Some(candidate.clone()),
+            p50_us: evaluation.p50_us()?,
+            p90_us: evaluation.p90_us()?,
+            registers: evaluation.registers(),
+            smem_bytes: evaluation.smem_bytes(),
+            macro_key: macros.iter().map(|&i| candidate.config.0[i]).collect(),
+        })
+    }
+
     fn rank(&self, other: &Elite) -> Ordering {
         self.p50_us
             .total_cmp(&other.p50_us)

@@ -60,16 +60,7 @@ pub fn conclude(
         gpu,
     } = m;
     let mut changed = false;
-    if let (Some(p50), Some(p90)) = (evaluation.p50_us(), evaluation.p90_us()) {
-        let elite = Elite {
-            key: key.clone(),
-            candidate: Some(candidate.clone()),
-            p50_us: p50,
-            p90_us: p90,
-            registers: evaluation.registers(),
-            smem_bytes: evaluation.smem_bytes(),
-            macro_key: macros.iter().map(|&i| candidate.config.0[i]).collect(),
-        };
+    if let Some(elite) = Elite::of(&key, &candidate, &evaluation, macros) {
         let eligible = recorded.is_some()
             || s.verify.is_empty()
             || !elites.would_enter(&elite)

@@ -1144,15 +1144,7 @@ fn elites_of(
         .collect()
 }
 
-/// The elite the search makes of a trial (see `search::run`).
+/// The elite the search makes of a trial ([`Elite::of`]).
 fn elite_of(t: &Trial, macros: &[usize]) -> Option<Elite> {
-    Some(Elite {
-        key: t.key.clone(),
-        candidate: Some(t.candidate.clone()),
-        p50_us: t.evaluation.p50_us()?,
-        p90_us: t.evaluation.p90_us()?,
-        registers: t.evaluation.registers(),
-        smem_bytes: t.evaluation.smem_bytes(),
-        macro_key: macros.iter().map(|&i| t.candidate.config.0[i]).collect(),
-    })
+    Elite::of(&t.key, &t.candidate, &t.evaluation, macros)
 }
