@@ -42,7 +42,31 @@ pub fn tail_chars(text: &str, n: usize) -> String {
 
 /// Runs `cmd` to completion or until `timeout`, then kills and reaps it. `stdin` is written
 /// to its standard input (then closed). Errors: it could not be started (not found, ...).
-pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> std::io::Result<Captured> {
+pub fn run(cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> std::io::Result<Captured> {
+    let raw = run_bytes(cmd, stdin, timeout)?;
+    Ok(Captured {
+        status: raw.status,
+        stdout: String::from_utf8_lossy(&raw.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&raw.stderr).into_owned(),
+    })
+}
+
+/// What [`run_bytes`] captured: the output as bytes, for callers that must refuse text that
+/// is not UTF-8 rather than repair it.
+#[derive(Debug)]
+pub struct CapturedBytes {
+    /// `None` when it was killed at the deadline.
+    pub status: Option<ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// [`run`], with the output as it came.
+pub fn run_bytes(
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<CapturedBytes> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -87,10 +111,10 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> std::io
     // A killed program's own children may hold the pipes open; do not wait on them forever.
     let stdout = join_bounded(out_reader, status.is_none());
     let stderr = join_bounded(err_reader, status.is_none());
-    Ok(Captured {
+    Ok(CapturedBytes {
         status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        stdout,
+        stderr,
     })
 }
 

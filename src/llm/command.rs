@@ -6,9 +6,8 @@
 //! `choices`, whose `usage` is then recorded) or plain text. A non-zero exit or running past the
 //! timeout (the program is killed) is an error.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use super::{
     excerpt, parse_completion, request_body, Answer, ChatRequest, LlmError, Provider,
@@ -44,56 +43,26 @@ pub fn run_with_timeout(
     let (exe, args) = program
         .split_first()
         .ok_or_else(|| LlmError::Setup("no program".into()))?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    let done = crate::eval::subprocess::run_bytes(cmd, Some(input), timeout)
         .map_err(|e| LlmError::Setup(format!("cannot run {exe}: {e}")))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if start.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(LlmError::Call(format!(
-                    "{exe} ran longer than {:.1} s and was stopped",
-                    timeout.as_secs_f64()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(LlmError::Call(format!("waiting for {exe}: {e}"))),
-        }
+    let Some(status) = done.status else {
+        return Err(LlmError::Call(format!(
+            "{exe} ran longer than {:.1} s and was stopped",
+            timeout.as_secs_f64()
+        )));
     };
-    let _ = writer.join();
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
     if !status.success() {
         return Err(LlmError::Call(format!(
             "{exe} failed ({status}): {}",
-            excerpt(&crate::secrets::redact(&String::from_utf8_lossy(&err)), 500)
+            excerpt(
+                &crate::secrets::redact(&String::from_utf8_lossy(&done.stderr)),
+                500
+            )
         )));
     }
-    String::from_utf8(out).map_err(|_| LlmError::Protocol(format!("{exe} wrote non-UTF-8")))
+    String::from_utf8(done.stdout).map_err(|_| LlmError::Protocol(format!("{exe} wrote non-UTF-8")))
 }
 
 impl Provider for CommandProvider {
@@ -126,5 +95,44 @@ impl Provider for CommandProvider {
             usage,
             attempts: 1,
         })
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[test]
+    fn a_program_gets_its_input_and_its_failures_are_named() {
+        let t = Duration::from_secs(10);
+        assert_eq!(run_with_timeout(&sh("cat"), b"hello", t).unwrap(), "hello");
+        let slow = run_with_timeout(&sh("sleep 5"), b"", Duration::from_millis(200)).unwrap_err();
+        assert!(
+            matches!(&slow, LlmError::Call(m) if m.contains("ran longer than 0.2 s")),
+            "{slow}"
+        );
+        let bytes = run_with_timeout(&sh("printf '\\377'"), b"", t).unwrap_err();
+        assert!(
+            matches!(&bytes, LlmError::Protocol(m) if m.contains("non-UTF-8")),
+            "{bytes}"
+        );
+        let failed = run_with_timeout(
+            &sh("echo 'Authorization: Bearer sk-CANARY-123' >&2; exit 3"),
+            b"",
+            t,
+        )
+        .unwrap_err();
+        let m = failed.to_string();
+        assert!(m.contains("failed") && m.contains("3"), "{m}");
+        assert!(!m.contains("sk-CANARY-123"), "the stderr is redacted: {m}");
+        let missing = run_with_timeout(&["/no/such/program".to_string()], b"", t).unwrap_err();
+        assert!(
+            matches!(&missing, LlmError::Setup(m) if m.contains("/no/such/program")),
+            "{missing}"
+        );
     }
 }
