@@ -207,7 +207,7 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
         "{\"config\": {}, \"outcome\": \"ok\"}\nnot json\n",
     )
     .unwrap();
-    let cases: Vec<(Vec<String>, &str)> = vec![
+    let mut cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["tune".into(), "/nonexistent/task".into()],
             "cannot read",
@@ -269,6 +269,23 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
             "--replay",
         ),
     ];
+    // The timing protocol's flags refuse values they cannot mean.
+    for (flag, value, want) in [
+        ("--timing-ci", "-1", "--timing-ci"),
+        ("--timing-ci", "nan", "not a percentage"),
+        ("--check-fraction", "2", "not a fraction from 0 to 1"),
+        ("--input-sets", "0", "--input-sets"),
+        ("--min-iterations", "0", "--min-iterations"),
+    ] {
+        cases.push((
+            vec![
+                "tune".into(),
+                seed_task().display().to_string(),
+                format!("{flag}={value}"),
+            ],
+            want,
+        ));
+    }
     for (args, expected) in cases {
         let out = evo(&db).args(&args).arg("--db").arg(&db).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

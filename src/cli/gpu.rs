@@ -22,17 +22,19 @@ pub struct GpuArgs {
     #[arg(long, value_name = "N", default_value_t = 100)]
     iterations: u32,
     /// Timed launches at least, before the stopping rule may end timing
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     min_iterations: u32,
     /// The stopping rule: stop once the 95% interval of the median is within this many
     /// percent of it on either side; 0 = always --iterations launches (the old protocol)
-    #[arg(long, value_name = "PCT", default_value_t = 1.0)]
+    #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = percent)]
     timing_ci: f64,
     /// Input sets the timed launches rotate among, each at its own random addresses
-    #[arg(long, value_name = "N", default_value_t = 6)]
+    #[arg(long, value_name = "N", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(1..))]
     input_sets: u32,
     /// Share of timed launches whose outputs are checked, besides every new fastest one
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.5)]
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.5, value_parser = fraction)]
     check_fraction: f64,
     /// Before a candidate becomes an elite, check it for correctness at the task's other
     /// verification shapes ([task] verify_shapes, default all). Off by default until this has
@@ -61,6 +63,30 @@ pub struct GpuArgs {
     /// exported line then carries its bottleneck class and metrics)
     #[arg(long, conflicts_with = "no_profile")]
     profile_all: bool,
+}
+
+/// A percentage for `--timing-ci`: a finite number from 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if v.is_finite() && (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a percentage from 0 to 100"))
+    }
+}
+
+/// A fraction for `--check-fraction`: a finite number from 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction from 0 to 1"))
+    }
 }
 
 impl GpuArgs {
